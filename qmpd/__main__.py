@@ -1,0 +1,7 @@
+"""``python -m qmpd``."""
+
+import sys
+
+from .daemon import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""The daemon's shared state, handed to every command handler.
+
+:class:`App` ties together what outlives a connection: the checked schema,
+the handler table, the event bus and the shutdown signal.  Later issues hang
+the block graph and the job engine here.  :class:`CommandContext` is what a
+handler sees of the connection that sent the command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import QEMU_VERSION, __version__
+from .commands import ALL_TABLES
+from .commands.table import CommandTable, HandlerEntry, check_against_schema, merge
+from .events import EventBus
+from .protocol.session import Session
+from .qapi import Schema, load_schema
+
+
+def version_info() -> dict[str, Any]:
+    """``VersionInfo``: the QEMU release whose API we implement, and our package."""
+    major, minor, micro = QEMU_VERSION
+    return {
+        "qemu": {"major": major, "minor": minor, "micro": micro},
+        "package": f"qmpd {__version__}",
+    }
+
+
+@dataclass(eq=False)
+class App:
+    """Everything that outlives one connection."""
+
+    schema: Schema
+    handlers: Mapping[str, HandlerEntry]
+    events: EventBus
+    #: Check every return value and event against the schema (tests turn it on).
+    strict: bool = False
+    version: dict[str, Any] = field(default_factory=version_info)
+    #: Set by ``quit`` (after its reply is out) and by signals.
+    shutdown: trio.Event = field(default_factory=trio.Event)
+    #: In-band commands run one at a time across all sessions, as QEMU's
+    #: dispatcher runs them; only coroutine handlers can interleave, so only
+    #: they need to take it (see qmpd.dispatch).
+    lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
+
+    def new_session(self, *, pretty: bool = False) -> Session:
+        return Session(self.version, pretty=pretty)
+
+
+@dataclass(eq=False, slots=True)
+class CommandContext:
+    """What a handler knows of the connection its command came from."""
+
+    app: App
+    session: Session
+    #: Callbacks to run once the reply to the current command has been sent.
+    after_reply: list[Callable[[], None]] = field(default_factory=list)
+
+
+def build_app(
+    schema_path: Path | None = None,
+    *,
+    strict: bool = False,
+    tables: Iterable[CommandTable] = ALL_TABLES,
+) -> App:
+    """Load and check the schema, bind handlers to it, and return the App.
+
+    Raises SchemaError for a bad schema and StartupError when the schema and
+    the handlers disagree about which commands exist.
+    """
+    schema = load_schema(schema_path)
+    handlers = merge(tables)
+    check_against_schema(handlers, schema.commands)
+    check = schema.check_event_data if strict else None
+    return App(schema=schema, handlers=handlers, events=EventBus(check=check), strict=strict)
+
+
+__all__ = ["App", "CommandContext", "build_app", "version_info"]

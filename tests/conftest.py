@@ -1,0 +1,47 @@
+"""Fixtures: an App with strict schema checks, served on a memory listener."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import trio
+
+from qmpd.app import App, build_app
+from qmpd.server import MonitorOptions, serve_listener
+from tests.support.loopback import MemoryListener, QMPPair
+
+
+@pytest.fixture
+def app() -> App:
+    return build_app(strict=True)
+
+
+Connect = Callable[..., Awaitable[QMPPair]]
+
+
+@pytest.fixture
+async def connect(app: App, nursery: trio.Nursery) -> AsyncIterator[Connect]:
+    """``await connect(negotiate=True, pretty=False, lockstep=False)`` opens a session."""
+    listeners: dict[bool, MemoryListener] = {}
+
+    async def _connect(
+        *, negotiate: bool = True, pretty: bool = False, lockstep: bool = False
+    ) -> QMPPair:
+        if pretty not in listeners:
+            listeners[pretty] = MemoryListener()
+            await nursery.start(
+                serve_listener, app, listeners[pretty], MonitorOptions(pretty=pretty)
+            )
+        pair = QMPPair(await listeners[pretty].connect(lockstep=lockstep))
+        if negotiate:
+            await pair.negotiate()
+        return pair
+
+    return _connect
+
+
+@pytest.fixture
+async def qmp(connect: Connect) -> QMPPair:
+    """One negotiated session."""
+    return await connect()
