@@ -174,6 +174,11 @@ class Session:
             self._eof = True
             self._items.extend(self._streamer.feed_eof())
 
+    @property
+    def has_pending_input(self) -> bool:
+        """Whether :meth:`next_event` has parsed input left to hand out."""
+        return bool(self._items)
+
     def next_event(self) -> Event:
         """The next thing to act on, in input order, or NEED_DATA / EOF."""
         if not self._items:
