@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 from dataclasses import dataclass
 
 import trio
@@ -44,6 +45,10 @@ log = logging.getLogger("qmpd.server")
 RECEIVE_SIZE = 65536
 #: Bytes of output a session may have queued before events overflow it.
 OUTBOX_LIMIT = 1 << 20
+
+#: QMP lets a client nest JSON 1024 deep and replies echo its id, so encoding
+#: and checking recurse deeper than Python's default limit of 1000 allows.
+RECURSION_LIMIT = 20000
 
 _session_ids = itertools.count(1)
 
@@ -166,6 +171,10 @@ class Connection:
                     await self._reader()
                     await self.outbox.flushed()
                     nursery.cancel_scope.cancel()
+        except Exception:
+            # A bug must cost this session at most, never the daemon.
+            log.exception("%s: internal error, closing the session", self.name)
+            self._lost = "internal error"
         finally:
             self.app.events.unsubscribe(self)
             with trio.CancelScope(shield=True):
@@ -244,6 +253,8 @@ async def serve_listener(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept clients on ``listener`` forever, each in its own Connection."""
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
 
     async def handle(stream: trio.abc.Stream) -> None:
         await Connection(app, stream, options).run()

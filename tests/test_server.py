@@ -181,3 +181,11 @@ async def test_pretty_mode(connect: Connect) -> None:
     assert lines[0] == b"{\r\n"
     assert all(line.endswith(b"\r\n") for line in lines)
     assert json.loads(b"".join(lines))["QMP"]["capabilities"] == ["oob"]
+
+
+async def test_deeply_nested_id_is_echoed(qmp: QMPPair) -> None:
+    # QEMU accepts nesting up to 1024; the reply must echo the id, not crash.
+    request_id = "[" * 1023 + "]" * 1023
+    await qmp.send(b'{"execute": "query-version", "id": ' + request_id.encode() + b"}")
+    reply = await qmp.read_reply()
+    assert "return" in reply

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..errors import CommandError, CommandNotFound, GenericError
+from .hashorder import qdict_order
 from .jsonstream import JsonParseError, JsonStreamer
 from .jsonwriter import encode_message
-from .qdict import qdict_order
 
 
 class _Sentinel(enum.Enum):

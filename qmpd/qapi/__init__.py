@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import GenericError
-from ..protocol.qdict import qdict_order
+from ..protocol.hashorder import first_unvisited
 from .introspect import introspect
 from .jsonschema import command_arguments_schema, command_return_schema, event_data_schema
 from .model import SchemaModel, build_model
@@ -101,8 +101,8 @@ class Schema:
             if command not in self.commands:
                 raise KeyError(command)
             if args:
-                # QEMU names the first member in its QDict order.
-                raise GenericError(f"Parameter '{qdict_order(args)[0]}' is unexpected")
+                # Which one QEMU names depends on its hash tables.
+                raise GenericError(f"Parameter '{first_unvisited(list(args), ())}' is unexpected")
             return
         checker.check(args)
 

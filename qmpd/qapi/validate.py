@@ -42,7 +42,7 @@ import jsonschema  # type: ignore[import-untyped]
 from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
 from ..errors import GenericError
-from ..protocol.qdict import qdict_order
+from ..protocol.hashorder import first_unvisited
 from .jsonschema import INT_RANGES
 from .model import AlternateType, ArrayType, ObjectType, SchemaModel, alternate_branch
 
@@ -294,8 +294,10 @@ class Checker:
                     yield self.order(root, where), f"Parameter '{full_name(where)}' is missing"
         elif keyword == "additionalProperties":
             known = schema.get("properties", {})
-            # QEMU names the first leftover member in its QDict order.
-            extra = next(k for k in qdict_order(instance) if k not in known)
+            # QEMU names the first member its walk left over, in the order of
+            # its hash table; the walk consumed the known ones in schema order.
+            extra = first_unvisited(list(instance), [k for k in known if k in instance])
+            assert extra is not None
             where = [*path, extra]
             yield self.order(root, where), f"Parameter '{full_name(where)}' is unexpected"
         elif keyword == "enum" and isinstance(instance, str):
