@@ -151,3 +151,29 @@ def test_signals_exit_zero(tmp_path: Path, sig: signal.Signals) -> None:
     proc.send_signal(sig)
     assert proc.wait(timeout=20) == 0
     assert not path.exists()
+
+
+@pytest.mark.parametrize("how", ["--trace", "QMPD_TRACE"])
+def test_trace_logs_every_message(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "q.sock"
+    log = tmp_path / "log"
+    env = {**ENV, "QMPD_TRACE": "1"} if how == "QMPD_TRACE" else ENV
+    args = ["--socket", str(path)] + (["--trace"] if how == "--trace" else [])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "qmpd", *args], stdout=out, stderr=out, env=env
+        )
+    try:
+        wait_for_socket(str(path), proc)
+        with RawClient(str(path)) as client:
+            client.negotiate()
+            client.send(b'{"execute": "query-version", "id": "t1"}')
+            client.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    text = log.read_text()
+    assert "session opened" in text
+    assert "session closed" in text
+    assert '<-- {"execute": "query-version", "id": "t1"}' in text
+    assert '--> {"return": {"qemu"' in text
