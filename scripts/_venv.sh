@@ -1,16 +1,16 @@
-# Shared by scripts/*: make ./.venv if missing and install qmpd into it.
+# Shared by scripts/*: make the repo's .venv if missing and install qmpd into it.
 # Usage: . scripts/_venv.sh [EXTRA]   (EXTRA: "test" installs the test extra)
+# Sets REPO and VENV; leaves the caller's working directory alone.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO"
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PY" -m venv .venv
+VENV="$REPO/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$VENV"
 fi
-stamp=.venv/.qmpd-installed-${1:-base}
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    spec="."
-    [ -n "${1:-}" ] && spec=".[${1}]"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"
+stamp="$VENV/.qmpd-installed-${1:-base}"
+if [ ! -f "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+    spec="$REPO"
+    [ -n "${1:-}" ] && spec="$REPO[${1}]"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
     touch "$stamp"
 fi
