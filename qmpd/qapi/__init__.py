@@ -73,8 +73,11 @@ class Schema:
         self._arguments = {
             c.name: Checker(model, c.arg_type, command_arguments_schema(model, c))
             for c in model.commands.values()
-            if c.arg_type is not None
+            if c.arg_type is not None and c.gen
         }
+        # 'gen': false commands get their arguments unchecked, as QEMU
+        # hands them to the handler as a raw dictionary.
+        self._unchecked = frozenset(c.name for c in model.commands.values() if not c.gen)
         self._events = {
             e.name: Checker(model, e.arg_type, event_data_schema(model, e))
             for e in model.events.values()
@@ -94,10 +97,13 @@ class Schema:
 
         Raises GenericError with QEMU's text (e.g. ``Parameter 'x' is
         missing``) for the first problem QEMU would report.  KeyError for an
-        unknown command: looking commands up is the caller's job.
+        unknown command: looking commands up is the caller's job.  Commands
+        declared with ``'gen': false`` are not checked here.
         """
         checker = self._arguments.get(command)
         if checker is None:
+            if command in self._unchecked:
+                return
             if command not in self.commands:
                 raise KeyError(command)
             if args:

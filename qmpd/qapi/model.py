@@ -146,6 +146,9 @@ class Command:
     boxed: bool = False
     allow_oob: bool = False
     features: tuple[str, ...] = ()
+    #: False for QEMU's 'gen': false commands, whose handler checks its own
+    #: arguments (device_add takes any device property besides 'data').
+    gen: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,7 +530,16 @@ class _Builder:
                     raise where.error(
                         f"{source} must be an object type or an array of one, not '{ret_type}'"
                     )
-        return Command(name, info, arg_type, ret_type, boxed, bool(node.get("allow-oob")), features)
+        return Command(
+            name,
+            info,
+            arg_type,
+            ret_type,
+            boxed,
+            bool(node.get("allow-oob")),
+            features,
+            gen=node.get("gen", True) is not False,
+        )
 
     def build(self, parsed: ParsedSchema) -> SchemaModel:
         for meta, expr in check_expressions(parsed.expressions, parsed.pragma):
