@@ -14,13 +14,12 @@ comma), and both ``--opt value`` and ``--opt=value`` are accepted.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import QEMU_VERSION, __version__
 from .errors import QMPDError
+from .qapi.keyval import split_options
 
 DEFAULT_SOCKET = "./qmpd.sock"
 
@@ -49,7 +48,8 @@ class Config:
     monitors: tuple[Monitor, ...] = ()
     pidfile: str | None = None
     daemonize: bool = False
-    blockdevs: tuple[dict[str, Any], ...] = ()
+    #: Raw ``--blockdev`` texts; their types come from the schema (qmpd.daemon).
+    blockdevs: tuple[str, ...] = ()
     trace: bool = False
     schema: str | None = None
     #: Set for -h / -V: print this and exit 0 without starting.
@@ -86,25 +86,9 @@ def version_text() -> str:
 
 
 def split_keyvals(text: str) -> list[tuple[str, str | None]]:
-    """Split QEMU's ``a=b,c,d=e`` syntax; ``,,`` stands for a comma in a value."""
-    parts: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == ",":
-            if text[i + 1 : i + 2] == ",":
-                current.append(",")
-                i += 2
-                continue
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    parts.append("".join(current))
+    """QEMU's ``a=b,c,d=e`` syntax as (key, value) pairs; a bare key has None."""
     result: list[tuple[str, str | None]] = []
-    for part in parts:
+    for part in split_options(text):
         key, sep, value = part.partition("=")
         result.append((key, value if sep else None))
     return result
@@ -174,47 +158,6 @@ def _parse_monitor(arg: str) -> Monitor:
     return Monitor(chardev, pretty)
 
 
-def _scalar(value: str) -> Any:
-    # Dotted keys give strings; turn what must be numbers or booleans into them
-    # the way QEMU's keyval visitor would for typed members.
-    if value in ("on", "true"):
-        return True
-    if value in ("off", "false"):
-        return False
-    try:
-        return int(value, 0)
-    except ValueError:
-        return value
-
-
-def parse_blockdev(arg: str) -> dict[str, Any]:
-    """``--blockdev``: a JSON object, or dotted keys (``file.filename=x``)."""
-    option = f"--blockdev {arg}"
-    if arg.lstrip().startswith("{"):
-        try:
-            value = json.loads(arg)
-        except ValueError as exc:
-            raise UsageError(f"{option}: invalid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise UsageError(f"{option}: must be a JSON object")
-        return value
-    result: dict[str, Any] = {}
-    for index, (key, val) in enumerate(split_keyvals(arg)):
-        if index == 0 and val is None:
-            key, val = "driver", key
-        if val is None:
-            raise UsageError(f"{option}: Expected '=' after parameter '{key}'")
-        node = result
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UsageError(f"{option}: Parameter '{key}' conflicts with '{part}'")
-            node = child
-        node[leaf] = val if leaf in ("filename", "node-name", "driver") else _scalar(val)
-    return result
-
-
 _WITH_VALUE = {"--chardev", "--monitor", "--pidfile", "--blockdev", "--socket", "--schema"}
 _FLAGS = {"--daemonize", "--trace", "-h", "--help", "-V", "--version"}
 
@@ -223,7 +166,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     chardevs: list[Chardev] = []
     monitors: list[Monitor] = []
-    blockdevs: list[dict[str, Any]] = []
+    blockdevs: list[str] = []
     sockets: list[str] = []
     pidfile: str | None = None
     schema: str | None = None
@@ -259,7 +202,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         elif name == "--monitor":
             monitors.append(_parse_monitor(value))
         elif name == "--blockdev":
-            blockdevs.append(parse_blockdev(value))
+            blockdevs.append(value)
         elif name == "--pidfile":
             pidfile = value
         elif name == "--schema":
@@ -305,4 +248,4 @@ def parse_args(argv: Sequence[str]) -> Config:
     )
 
 
-__all__ = ["DEFAULT_SOCKET", "HELP", "Config", "UsageError", "parse_args", "parse_blockdev"]
+__all__ = ["DEFAULT_SOCKET", "HELP", "Config", "UsageError", "parse_args", "split_keyvals"]

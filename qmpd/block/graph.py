@@ -1,0 +1,195 @@
+"""The block graph: every node by name, edges, users, and the rules for removal.
+
+Theory of operation.  Nodes enter the graph through :mod:`.options`
+(``blockdev-add``/``--blockdev``), which builds a node and its inline
+children and then :meth:`BlockGraph.insert`\\ s them.  The top node of
+each such call is *monitor-owned*; inline children are implicit and go away
+with their last parent.  Users outside the graph (device backends, jobs,
+exports) :meth:`~BlockGraph.attach` to a node with the permissions they
+need; while any is attached the node cannot be deleted.  Jobs may also
+:meth:`~BlockGraph.block` a node ("op blockers").
+
+Names follow QEMU (util/id.c ``id_wellformed``, block.c
+``bdrv_assign_node_name``): a letter, then letters, digits, ``-``, ``.``
+and ``_``; at most 31 characters.  Nodes given no name are called
+``#block`` + a counter + two random digits, a form no client can choose.
+Listing is newest first, as QEMU prepends new nodes to its list.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+
+from ..errors import GenericError
+from .node import BlockNode, NodeUser
+
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+MAX_NAME_LEN = 31
+
+
+class BlockGraph:
+    """All block nodes of the daemon (one per App)."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._nodes: dict[str, BlockNode] = {}
+        self._reserved: set[str] = set()
+        self._counter = 0
+        self._rng = rng or random.Random()
+        #: Reasons a node may not be deleted now (QEMU's op blockers).
+        self._blockers: dict[str, list[str]] = {}
+        #: Names of BlockBackends (devices); a node may not take one.
+        self.device_ids: set[str] = set()
+
+    # ------------------------------------------------------------- lookup
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self) -> Iterator[BlockNode]:
+        return iter(self._nodes.values())
+
+    def get(self, name: str) -> BlockNode | None:
+        return self._nodes.get(name)
+
+    def lookup(self, name: str) -> BlockNode:
+        """The node a BlockdevRef string names.
+
+        Raises GenericError ``Cannot find device='x' nor node-name='x'``.
+        """
+        node = self._nodes.get(name)
+        if node is None:
+            raise GenericError(f"Cannot find device='{name}' nor node-name='{name}'")
+        return node
+
+    def find(self, name: str) -> BlockNode:
+        """The node ``node-name`` arguments name (blockdev-del, x- commands).
+
+        Raises GenericError ``Failed to find node with node-name='x'``.
+        """
+        node = self._nodes.get(name)
+        if node is None:
+            raise GenericError(f"Failed to find node with node-name='{name}'")
+        return node
+
+    def newest_first(self) -> list[BlockNode]:
+        return list(reversed(self._nodes.values()))
+
+    # ------------------------------------------------------------- naming
+
+    def check_name(self, name: str) -> None:
+        """Refuse a node-name as QEMU does, in QEMU's order.  Raises GenericError."""
+        if not _NAME_RE.match(name):
+            raise GenericError(f"Invalid node-name: '{name}'")
+        if name in self.device_ids:
+            raise GenericError(f"node-name={name} is conflicting with a device id")
+        if name in self._nodes or name in self._reserved:
+            raise GenericError(f"Duplicate nodes with node-name='{name}'")
+        if len(name) > MAX_NAME_LEN:
+            raise GenericError("Node name too long")
+
+    def reserve(self, name: str) -> None:
+        """Hold a checked name while its node is being built."""
+        self._reserved.add(name)
+
+    def unreserve(self, name: str) -> None:
+        self._reserved.discard(name)
+
+    def auto_name(self) -> str:
+        """A fresh ``#block<counter><2 random digits>`` name."""
+        while True:
+            name = f"#block{self._counter}{self._rng.randrange(100):02d}"
+            self._counter += 1
+            if name not in self._nodes and name not in self._reserved:
+                return name
+
+    # ------------------------------------------------------------- changes
+
+    def insert(self, node: BlockNode) -> None:
+        """Register a built node (its children must be registered already)."""
+        assert node.name not in self._nodes, node.name
+        self._reserved.discard(node.name)
+        self._nodes[node.name] = node
+
+    def attach(self, node: BlockNode, user: NodeUser) -> None:
+        """Let ``user`` use ``node`` with its permissions.
+
+        Raises GenericError when the permissions cannot be granted (read-only
+        node, another process's lock); the graph is then unchanged.
+        """
+        node.users.append(user)
+        try:
+            node.refresh_perms()
+        except GenericError:
+            node.users.remove(user)
+            node.refresh_perms()
+            raise
+
+    def detach(self, node: BlockNode, user: NodeUser) -> None:
+        """Undo :meth:`attach`; relaxing permissions cannot fail."""
+        node.users.remove(user)
+        node.refresh_perms()
+
+    def block(self, node: BlockNode, reason: str) -> None:
+        """Forbid deleting ``node`` for ``reason`` (e.g. ``block device is in
+        use by block job: mirror``) until :meth:`unblock`."""
+        self._blockers.setdefault(node.name, []).append(reason)
+
+    def unblock(self, node: BlockNode, reason: str) -> None:
+        reasons = self._blockers.get(node.name, [])
+        reasons.remove(reason)
+        if not reasons:
+            self._blockers.pop(node.name, None)
+
+    def delete(self, name: str) -> None:
+        """``blockdev-del``: remove a monitor-owned node nobody uses.
+
+        Raises GenericError with QEMU's text, checks in QEMU's order: no such
+        node; attached to a user (``Node x is in use``); op blocker; not
+        monitor-owned; still a child of another node (``Block device x is
+        in use``).  Inline children go with it; named children stay.
+        """
+        node = self.find(name)
+        if node.users:
+            raise GenericError(f"Node {name} is in use")
+        reasons = self._blockers.get(name)
+        if reasons:
+            raise GenericError(f"Node '{name}' is busy: {reasons[0]}")
+        if not node.monitor_owned:
+            raise GenericError(f"Node {name} is not owned by the monitor")
+        if node.parents:
+            raise GenericError(f"Block device {name} is in use")
+        self.release(node)
+
+    def release(self, node: BlockNode) -> None:
+        """Close ``node`` and drop its edges; implicit children without other
+        parents or users are released too."""
+        for role, child in list(node.children.items()):
+            child.parents.remove((node, role))
+            if not child.monitor_owned and not child.parents and not child.users:
+                self.release(child)
+            else:
+                child.refresh_perms()
+        node.close()
+        if self._nodes.get(node.name) is node:
+            del self._nodes[node.name]
+        self._reserved.discard(node.name)
+
+    def discard(self, node: BlockNode) -> None:
+        """Forget ``node`` without touching its edges (undoing a failed build)."""
+        if self._nodes.get(node.name) is node:
+            del self._nodes[node.name]
+        self._reserved.discard(node.name)
+
+    def close_all(self) -> None:
+        """Close every node (daemon shutdown)."""
+        for node in self.newest_first():
+            node.close()
+        self._nodes.clear()
+
+
+__all__ = ["MAX_NAME_LEN", "BlockGraph"]

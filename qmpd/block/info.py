@@ -1,0 +1,86 @@
+"""Describing nodes to clients: BlockDeviceInfo, ImageInfo, json: filenames.
+
+The shapes are QEMU 11.1's (``query-named-block-nodes`` as observed on
+qemu-storage-daemon 11.1.2).  Throttling is not implemented, so its six
+limits are always 0 and the optional ``*_max`` members are absent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..protocol.hashorder import qdict_order
+from .node import BlockNode
+
+
+def _qdict_sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _qdict_sorted(value[key]) for key in qdict_order(value)}
+    return value
+
+
+def json_filename(options: dict[str, Any]) -> str:
+    """QEMU's ``json:{...}`` pseudo-filename: keys in QDict order, ``", "`` and ``": "``."""
+    return "json:" + json.dumps(_qdict_sorted(options), separators=(", ", ": "))
+
+
+def backing_image(node: BlockNode) -> BlockNode | None:
+    """The node ``backing-image`` would describe (a COW backing); none yet."""
+    return node.children.get("backing")
+
+
+def image_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
+    """ImageInfo of ``node``; with ``flat`` no nested ``backing-image``."""
+    info: dict[str, Any] = {
+        "filename": node.filename(),
+        "format": node.driver,
+        "virtual-size": node.size,
+    }
+    if node.has_dirty_flag():
+        info["dirty-flag"] = False
+    actual = node.actual_size()
+    if actual is not None:
+        info["actual-size"] = actual
+    info["limits"] = node.limits()
+    specific = node.format_specific()
+    if specific is not None:
+        info["format-specific"] = specific
+    backing = backing_image(node)
+    if backing is not None and not flat:
+        info["backing-image"] = image_info(backing, flat=False)
+    return info
+
+
+def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
+    """BlockDeviceInfo of ``node`` (the element of query-named-block-nodes)."""
+    depth = 0
+    below = backing_image(node)
+    while below is not None:
+        depth += 1
+        below = backing_image(below)
+    opts = node.options
+    return {
+        "file": node.filename(),
+        "node-name": node.name,
+        "ro": node.read_only,
+        "drv": node.driver,
+        "backing_file_depth": depth,
+        "children": [{"child": role, "node-name": c.name} for role, c in node.children.items()],
+        "active": opts.active,
+        "encrypted": False,
+        "detect_zeroes": opts.detect_zeroes,
+        "bps": 0,
+        "bps_rd": 0,
+        "bps_wr": 0,
+        "iops": 0,
+        "iops_rd": 0,
+        "iops_wr": 0,
+        "image": image_info(node, flat=flat),
+        # Queried without a BlockBackend QEMU reports writeback caching.
+        "cache": {"writeback": True, "direct": opts.cache_direct, "no-flush": opts.cache_no_flush},
+        "write_threshold": 0,
+    }
+
+
+__all__ = ["backing_image", "block_device_info", "image_info", "json_filename"]

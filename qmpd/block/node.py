@@ -1,0 +1,415 @@
+"""The block node: one vertex of the graph, and the I/O contract drivers fill.
+
+Theory of operation.  A :class:`BlockNode` is what ``blockdev-add`` creates:
+a driver instance with a name, options common to every driver, children by
+role (``file``...) and parents.  Its public coroutines are the only way I/O
+reaches a driver; they apply the rules QEMU's generic block layer applies
+before calling into a driver (block/io.c), so that drivers stay small:
+
+* a write of any kind to a read-only node fails with EPERM (qemu-io prints
+  ``write failed: Permission denied``);
+* a request outside ``[0, size]`` fails with EIO, as a BlockBackend's range
+  check does;
+* ``detect-zeroes`` turns a write of all-zero data into a zero write, which
+  may unmap only when ``detect-zeroes=unmap`` and ``discard=unmap``;
+* a zero write may unmap only if the node was opened with ``discard=unmap``
+  (QEMU drops BDRV_REQ_MAY_UNMAP otherwise), and ``discard`` requests do
+  nothing at all with ``discard=ignore``;
+* ``cache.no-flush`` makes flushes no-ops.
+
+Drivers override the ``_``-prefixed hooks.  The zero-state rule: no hook
+may ever report ``zero=True`` for bytes that may read as non-zero (see
+:mod:`.extents`); every hook that changes content must leave later block
+status and :meth:`known_zero` answers true.
+
+Permissions follow QEMU's model in miniature: users (devices, jobs,
+exports: :class:`NodeUser`) and parents ask a node for permissions
+(:class:`Perm`) and say which they let others have; a node's cumulative
+pair is passed down to its children, and the file driver turns it into
+QEMU's byte-range locks so that qmpd and QEMU processes respect each other.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import GenericError
+from .extents import Extent, check_cover, merge_extents
+from .zerostate import SCAN_LIMIT, UNKNOWN, KnownZero, MakeZeroResult, ZeroState
+
+
+class Perm(enum.IntFlag):
+    """QEMU's BlockPermission bits (the bit index is also the lock byte offset)."""
+
+    CONSISTENT_READ = 0x1
+    WRITE = 0x2
+    WRITE_UNCHANGED = 0x4
+    RESIZE = 0x8
+
+
+PERM_ALL = 0xF
+#: The names QEMU uses for the bits in lock errors and in x-debug-query-block-graph.
+PERM_NAMES = {
+    Perm.CONSISTENT_READ: "consistent read",
+    Perm.WRITE: "write",
+    Perm.WRITE_UNCHANGED: "write unchanged",
+    Perm.RESIZE: "resize",
+}
+
+
+class BlockIOError(GenericError):
+    """An I/O request failed; ``errno`` is what QEMU's driver would return.
+
+    The description is ``os.strerror(errno)`` unless given, so a qemu-io
+    emulation can print ``write failed: <desc>`` as qemu-io does.
+    """
+
+    def __init__(self, err: int, desc: str | None = None) -> None:
+        super().__init__(desc if desc is not None else os.strerror(err))
+        self.errno = err
+
+
+@dataclass(frozen=True, slots=True)
+class CommonOptions:
+    """Options every driver takes (BlockdevOptions' base members)."""
+
+    read_only: bool = False
+    auto_read_only: bool = False
+    force_share: bool = False
+    discard: str = "ignore"  # "ignore" | "unmap"
+    detect_zeroes: str = "off"  # "off" | "on" | "unmap"
+    cache_direct: bool = False
+    cache_no_flush: bool = False
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUser:
+    """Something outside the graph using a node: a device's backend, a job, an export.
+
+    ``perm`` is what it needs, ``shared`` what it lets others do meanwhile
+    (both :class:`Perm` bit sets).
+    """
+
+    name: str
+    kind: str
+    perm: int = 0
+    shared: int = PERM_ALL
+
+
+class BlockNode:
+    """Base class of every driver; see the module docstring for the contract."""
+
+    #: The driver name as in BlockdevDriver (``file``, ``raw``...).
+    driver: ClassVar[str] = ""
+    #: Protocol drivers sit at the bottom (QEMU's ``protocol_name``).
+    is_protocol: ClassVar[bool] = False
+
+    def __init__(self, name: str, options: CommonOptions) -> None:
+        self.name = name
+        self.options = options
+        #: May differ from options.read_only when auto-read-only fell back.
+        self.read_only = options.read_only
+        self.children: dict[str, BlockNode] = {}
+        self.parents: list[tuple[BlockNode, str]] = []
+        self.users: list[NodeUser] = []
+        #: Created by blockdev-add/--blockdev itself (may be deleted there).
+        self.monitor_owned = False
+        #: Named ``#blockNNN`` by the graph.
+        self.auto_named = False
+        #: The options that change what the node is (QEMU's "strong" options),
+        #: as given; used for the ``json:{...}`` pseudo-filename.
+        self.strong_options: dict[str, Any] = {}
+        self.closed = False
+        self._applied_perms: tuple[int, int] = (0, PERM_ALL)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # ------------------------------------------------------------------ size
+
+    @property
+    def size(self) -> int:
+        """The node's length in bytes."""
+        return self._size()
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ public I/O
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise BlockIOError(errno.EIO)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise BlockIOError(errno.EPERM)
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``.
+
+        Raises BlockIOError: EIO outside the node, or the driver's errno.
+        """
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        return await self._read(offset, length)
+
+    async def write(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``; with detect-zeroes, zero data becomes a zero write.
+
+        Raises BlockIOError: EPERM on a read-only node, EIO outside the node,
+        or the driver's errno.
+        """
+        self._check_writable()
+        self._check_range(offset, len(data))
+        if not data:
+            return
+        if self.options.detect_zeroes != "off" and not any(data):
+            unmap = self.options.detect_zeroes == "unmap" and self.options.discard == "unmap"
+            await self._write_zeroes(offset, len(data), unmap)
+            return
+        await self._write(offset, data)
+
+    async def write_zeroes(self, offset: int, length: int, may_unmap: bool = False) -> str:
+        """Make ``[offset, offset+length)`` read as zero.
+
+        ``may_unmap`` lets the driver deallocate the range; it is honoured
+        only when the node was opened with ``discard=unmap``.  Returns how
+        the driver did it (``punch-hole``, ``zero-range``, ``written``,
+        ``none``).  Raises BlockIOError as :meth:`write`.
+        """
+        self._check_writable()
+        self._check_range(offset, length)
+        if length == 0:
+            return "none"
+        return await self._write_zeroes(offset, length, may_unmap and self.unmap_allowed)
+
+    async def discard(self, offset: int, length: int) -> None:
+        """Tell the driver the range's content is no longer needed.
+
+        A no-op with ``discard=ignore``.  Afterwards the range may read as
+        anything (for a file: zero).  Raises BlockIOError as :meth:`write`.
+        """
+        self._check_writable()
+        self._check_range(offset, length)
+        if length == 0 or not self.unmap_allowed:
+            return
+        await self._discard(offset, length)
+
+    async def flush(self) -> None:
+        """Make completed writes durable (a no-op with ``cache.no-flush``).
+
+        Raises BlockIOError with the driver's errno.
+        """
+        if self.options.cache_no_flush:
+            return
+        await self._flush()
+
+    async def truncate(self, size: int) -> None:
+        """Change the node's length; bytes added read as zero.
+
+        Raises BlockIOError: EPERM on a read-only node, EINVAL for a negative
+        size, ENOTSUP when the driver cannot resize.
+        """
+        self._check_writable()
+        if size < 0:
+            raise BlockIOError(errno.EINVAL)
+        await self._truncate(size)
+
+    async def block_status(self, offset: int, length: int) -> list[Extent]:
+        """Extents tiling ``[offset, offset+length)`` exactly, neighbours merged.
+
+        Raises BlockIOError: EIO outside the node, or the driver's errno.
+        """
+        self._check_range(offset, length)
+        if length == 0:
+            return []
+        extents = merge_extents(await self._block_status(offset, length))
+        check_cover(extents, offset, offset + length)
+        return extents
+
+    async def known_zero(self) -> ZeroState:
+        """The two zero facts of :mod:`.zerostate`; costs at most a
+        block-status walk and a read of SCAN_LIMIT bytes."""
+        return ZeroState(self._create_zero(), await self._open_zero())
+
+    async def make_zero(self) -> MakeZeroResult:
+        """Make the whole node read as zero, as cheaply as the driver can.
+
+        A no-op when the node is already known zero.  Otherwise only the
+        extents not known zero are zeroed, with unmapping allowed (so it
+        deallocates only with ``discard=unmap``; a preallocated node opened
+        with ``discard=ignore`` stays allocated).  Raises BlockIOError as
+        :meth:`write_zeroes`.
+        """
+        if (await self.known_zero()).open.value:
+            return MakeZeroResult(already_zero=True)
+        self._check_writable()
+        requests = total = 0
+        methods: set[str] = set()
+        for ext in await self.block_status(0, self.size):
+            if ext.zero:
+                continue
+            methods.add(await self.write_zeroes(ext.start, ext.length, may_unmap=True))
+            requests += 1
+            total += ext.length
+        return MakeZeroResult(False, requests, total, tuple(sorted(methods)))
+
+    @property
+    def unmap_allowed(self) -> bool:
+        """QEMU's BDRV_O_UNMAP: ``discard=unmap``."""
+        return self.options.discard == "unmap"
+
+    # ------------------------------------------------------------ driver hooks
+
+    async def _read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
+        await self._write(offset, bytes(length))
+        return "written"
+
+    async def _discard(self, offset: int, length: int) -> None:
+        return None
+
+    async def _flush(self) -> None:
+        return None
+
+    async def _truncate(self, size: int) -> None:
+        raise BlockIOError(errno.ENOTSUP)
+
+    async def _block_status(self, offset: int, length: int) -> list[Extent]:
+        # Know-nothing default: all data, nothing claimed zero.
+        return [Extent(offset, length, data=True, zero=False)]
+
+    def _create_zero(self) -> KnownZero:
+        return UNKNOWN
+
+    async def _open_zero(self) -> KnownZero:
+        return await probe_all_zero(self)
+
+    # ------------------------------------------------------------ permissions
+
+    def cumulative_perms(self) -> tuple[int, int]:
+        """(perm, shared) this node must hold: the union of what its parents
+        and users need, and the intersection of what they share."""
+        perm, shared = 0, PERM_ALL
+        for parent, role in self.parents:
+            p, s = parent.child_perms(role)
+            perm |= p
+            shared &= s
+        for user in self.users:
+            perm |= user.perm
+            shared &= user.shared
+        if self.options.force_share:
+            shared = PERM_ALL
+        return perm, shared
+
+    def child_perms(self, role: str) -> tuple[int, int]:
+        """What this node asks of its child in ``role``; default: pass through."""
+        return self.cumulative_perms()
+
+    def refresh_perms(self) -> None:
+        """Recompute and apply permissions here and below.
+
+        Raises GenericError (QEMU's texts) when a write permission is asked
+        of a read-only node or another process holds a conflicting lock; the
+        caller undoes the change that led here and calls this again.
+        """
+        perm, shared = self.cumulative_perms()
+        if perm & (Perm.WRITE | Perm.RESIZE) and self.read_only:
+            raise GenericError("Block node is read-only")
+        if (perm, shared) != self._applied_perms:
+            self._apply_perms(perm, shared)
+            self._applied_perms = (perm, shared)
+        for child in self.children.values():
+            child.refresh_perms()
+
+    def _apply_perms(self, perm: int, shared: int) -> None:
+        return None
+
+    # ------------------------------------------------------------ description
+
+    def exact_filename(self) -> str | None:
+        """A plain filename that reopens this node as it is, if there is one."""
+        return None
+
+    def full_options(self) -> dict[str, Any]:
+        """The options that rebuild this subtree (for ``json:`` filenames)."""
+        opts: dict[str, Any] = {"driver": self.driver, **self.strong_options}
+        for role, child in self.children.items():
+            opts[role] = child.full_options()
+        return opts
+
+    def filename(self) -> str:
+        """QEMU's ``file``/``filename`` for the node."""
+        exact = self.exact_filename()
+        if exact is not None:
+            return exact
+        from .info import json_filename  # late: info imports node
+
+        return json_filename(self.full_options())
+
+    def actual_size(self) -> int | None:
+        """Host bytes allocated (ImageInfo's actual-size), None if unknown."""
+        return None
+
+    def limits(self) -> dict[str, int]:
+        """BlockLimitsInfo as QEMU 11.1 reports it for the driver."""
+        return {
+            "request-alignment": 1,
+            "min-mem-alignment": 1,
+            "opt-mem-alignment": 4096,
+            "max-iov": 1024,
+        }
+
+    def format_specific(self) -> dict[str, Any] | None:
+        """ImageInfoSpecific, or None."""
+        return None
+
+    def has_dirty_flag(self) -> bool:
+        """Whether the driver reports ``dirty-flag`` (QEMU: has bdrv_get_info)."""
+        return False
+
+    def close(self) -> None:
+        """Release host resources; the node must not be used afterwards."""
+        self.closed = True
+
+
+async def probe_all_zero(node: BlockNode) -> KnownZero:
+    """QEMU 10.1's ``bdrv_co_is_all_zeroes`` idea: block status over the
+    whole node; if what is not known zero is small (at most SCAN_LIMIT
+    bytes in all), read it and look."""
+    size = node.size
+    if size == 0:
+        return KnownZero(True, "hole-probe")
+    unknown = [e for e in await node.block_status(0, size) if not e.zero]
+    if not unknown:
+        return KnownZero(True, "hole-probe")
+    if sum(e.length for e in unknown) > SCAN_LIMIT:
+        return UNKNOWN
+    for ext in unknown:
+        if any(await node.read(ext.start, ext.length)):
+            return UNKNOWN
+    return KnownZero(True, "scan")
+
+
+__all__ = [
+    "PERM_ALL",
+    "PERM_NAMES",
+    "BlockIOError",
+    "BlockNode",
+    "CommonOptions",
+    "NodeUser",
+    "Perm",
+    "probe_all_zero",
+]

@@ -1,0 +1,50 @@
+"""Helpers for the block tests: temp images and the real QEMU tools."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+QEMU_IMG = shutil.which("qemu-img")
+QEMU_IO = shutil.which("qemu-io")
+
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img is not installed")
+needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason="qemu-io is not installed")
+
+
+def make_image(path: Path, size: int, data: dict[int, bytes] | None = None) -> Path:
+    """A sparse file of ``size`` bytes with ``data`` written at the given offsets."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, chunk in (data or {}).items():
+            f.seek(offset)
+            f.write(chunk)
+    return path
+
+
+def qemu_img_map(path: Path) -> list[dict[str, Any]]:
+    assert QEMU_IMG is not None
+    out = subprocess.run(
+        [QEMU_IMG, "map", "-f", "raw", "--output=json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: list[dict[str, Any]] = json.loads(out)
+    return result
+
+
+def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
+    assert QEMU_IO is not None
+    return subprocess.run([QEMU_IO, *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A 1 MiB sparse file with 4 KiB of 0x5a at 64 KiB."""
+    return make_image(tmp_path / "disk.img", 1 << 20, {65536: b"\x5a" * 4096})
