@@ -16,9 +16,12 @@ from typing import Any
 import trio
 
 from . import QEMU_VERSION, __version__
+from .block.backend import DeviceSet
+from .block.graph import BlockGraph
 from .commands import ALL_TABLES
 from .commands.table import CommandTable, HandlerEntry, check_against_schema, merge
 from .events import EventBus
+from .jobs.manager import JobManager
 from .protocol.session import Session
 from .qapi import Schema, load_schema
 
@@ -48,6 +51,15 @@ class App:
     #: dispatcher runs them; only coroutine handlers can interleave, so only
     #: they need to take it (see qmpd.dispatch).
     lock: trio.StrictFIFOLock = field(default_factory=trio.StrictFIFOLock)
+    #: The block nodes (qmpd.block).
+    graph: BlockGraph = field(default_factory=BlockGraph)
+    #: The guest's devices and their BlockBackends (qmpd.block.backend).
+    devices: DeviceSet = field(default_factory=DeviceSet)
+    #: The jobs (qmpd.jobs); they emit on ``events``, so made after it.
+    jobs: JobManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = JobManager(self.events)
 
     def new_session(self, *, pretty: bool = False) -> Session:
         return Session(self.version, pretty=pretty)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -30,13 +31,17 @@ from pathlib import Path
 import trio
 
 from .app import App, build_app
+from .block import blockdev_add
 from .cli import Config, UsageError, parse_args
-from .errors import QMPDError, StartupError
+from .errors import CommandError, QMPDError, StartupError
+from .qapi.keyval import keyval_to_qapi, parse_keyval
 from .server import MonitorOptions, serve_listener
 
 log = logging.getLogger("qmpd")
 
 PROG = "qmpd"
+#: Signals that end the daemon cleanly (exit status 0).
+SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 @dataclass(eq=False)
@@ -139,8 +144,12 @@ def listening(config: Config) -> Iterator[list[BoundSocket]]:
 
 async def run(app: App, bound: Sequence[BoundSocket]) -> None:
     """Serve every socket until ``quit`` or SIGTERM/SIGINT."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+        # Delivered now if they came while we were starting (see main()).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
         async with trio.open_nursery() as nursery:
+            # Jobs run here, not in a session: they outlive their client.
+            await nursery.start(app.jobs.serve)
             for b in bound:
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(b.sock))
                 await nursery.start(serve_listener, app, listener, b.options)
@@ -154,6 +163,32 @@ async def run(app: App, bound: Sequence[BoundSocket]) -> None:
             nursery.start_soon(on_signal)
             await app.shutdown.wait()
             nursery.cancel_scope.cancel()
+
+
+def add_blockdevs(app: App, texts: Sequence[str]) -> None:
+    """Add each ``--blockdev`` as blockdev-add would, before any socket opens.
+
+    JSON is taken as is; dotted keys are converted with the schema, as
+    QEMU's keyval visitor does.  Raises StartupError ``--blockdev ARG: MSG``
+    (qemu-storage-daemon's form) for the first that fails.
+    """
+    command = app.schema.model.commands["blockdev-add"]
+    assert command.arg_type is not None
+    for text in texts:
+        try:
+            if text.lstrip().startswith("{"):
+                try:
+                    args = json.loads(text)
+                except ValueError as exc:
+                    raise StartupError(f"--blockdev {text}: invalid JSON: {exc}") from None
+                if not isinstance(args, dict):
+                    raise StartupError(f"--blockdev {text}: must be a JSON object")
+            else:
+                args = keyval_to_qapi(app.schema.model, command.arg_type, parse_keyval(text))
+            app.schema.check_arguments("blockdev-add", args)
+            blockdev_add(app.graph, args)
+        except CommandError as exc:
+            raise StartupError(f"--blockdev {text}: {exc.desc}") from None
 
 
 def _daemonize() -> int | None:
@@ -209,9 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.trace or os.environ.get("QMPD_TRACE", "") not in ("", "0"))
     try:
         app = build_app(Path(config.schema) if config.schema else None)
-        if config.blockdevs:
-            raise StartupError("--blockdev: block nodes are not implemented yet")
+        add_blockdevs(app, config.blockdevs)
         pidfile = PidFile(config.pidfile) if config.pidfile else None
+        # Clients may connect, and signal us, as soon as the sockets listen,
+        # which is before trio can receive signals: hold them until it can.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
         try:
             with listening(config) as bound:
                 if config.daemonize:
