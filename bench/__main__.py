@@ -12,12 +12,14 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bench import qmp
+from bench import block, mirror, qmp
 
 __all__ = ["SUBCOMMANDS", "main"]
 
 SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
     "qmp": (qmp, "QMP round trips, pipelining and concurrent sessions (default)"),
+    "block": (block, "10,000 null-co nodes added and listed; 1 MiB writes via qemu-io"),
+    "mirror": (mirror, "zero-aware blockdev-mirror of a sparse 4 GiB image, three targets"),
 }
 DEFAULT = "qmp"
 

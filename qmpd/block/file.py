@@ -42,6 +42,7 @@ import trio
 from ..errors import GenericError
 from .extents import Extent
 from .node import PERM_NAMES, BlockIOError, BlockNode, CommonOptions, Perm
+from .zerofill import ZERO_FILLED, file_key
 from .zerostate import KnownZero
 
 #: Largest request done without a worker thread (see the module docstring).
@@ -124,6 +125,7 @@ class FileNode(BlockNode):
             if stat.S_ISDIR(st.st_mode):
                 raise GenericError(f"Could not open '{filename}': {os.strerror(errno.EISDIR)}")
             self._length = os.lseek(self.fd, 0, os.SEEK_END)
+            self._key = file_key(st)
             if locking == "on":
                 self.use_lock = True
             elif locking == "off":
@@ -177,6 +179,8 @@ class FileNode(BlockNode):
             offset += done
 
     async def _write(self, offset: int, data: bytes) -> None:
+        # Data is coming: a zero-fill record of this file no longer holds.
+        ZERO_FILLED.forget(self._key)
         try:
             if self._inline(len(data)):
                 self._pwrite_all(data, offset)
@@ -277,6 +281,13 @@ class FileNode(BlockNode):
     def _create_zero(self) -> KnownZero:
         # QEMU's has_zero_init: a new regular file is all holes.
         return KnownZero(True, "driver")
+
+    async def _open_zero(self) -> KnownZero:
+        # A file qmpd zero-filled itself (blockdev-create, even fully
+        # preallocated) is known zero without a probe; see .zerofill.
+        if ZERO_FILLED.holds(self.fd):
+            return KnownZero(True, "record")
+        return await super()._open_zero()
 
     # ------------------------------------------------------------ locking
 

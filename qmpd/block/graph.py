@@ -145,6 +145,12 @@ class BlockGraph:
         if not reasons:
             self._blockers.pop(node.name, None)
 
+    def blocker(self, node: BlockNode) -> str | None:
+        """The first reason ``node`` is blocked, or None (QEMU's
+        bdrv_op_is_blocked: ``Node 'x' is busy: <reason>``)."""
+        reasons = self._blockers.get(node.name)
+        return reasons[0] if reasons else None
+
     def delete(self, name: str) -> None:
         """``blockdev-del``: remove a monitor-owned node nobody uses.
 
@@ -168,13 +174,15 @@ class BlockGraph:
     def release(self, node: BlockNode) -> None:
         """Close ``node`` and drop its edges; implicit children without other
         parents or users are released too."""
+        # The parent closes first: a format node may still write to its
+        # children while closing (qcow2 clears its dirty bit).
+        node.close()
         for role, child in list(node.children.items()):
             child.parents.remove((node, role))
             if not child.monitor_owned and not child.parents and not child.users:
                 self.release(child)
             else:
                 child.refresh_perms()
-        node.close()
         if self._nodes.get(node.name) is node:
             del self._nodes[node.name]
         self._reserved.discard(node.name)

@@ -107,8 +107,13 @@ class RawNode(BlockNode):
 
     def child_perms(self, role: str) -> tuple[int, int]:
         perm, shared = self.cumulative_perms()
-        # Observed on QEMU 11.1: a raw node never lets others resize its file.
-        return perm, shared & ~Perm.RESIZE
+        # QEMU 11.1 (raw_open, x-debug-query-block-graph): without an offset
+        # or a size the file is a *filtered* child and permissions pass
+        # through; with one it is a data child, whose size the window
+        # depends on, so nobody else may resize it.
+        if self.offset or self.fixed_size is not None:
+            shared &= ~Perm.RESIZE
+        return perm, shared
 
     def exact_filename(self) -> str | None:
         # QEMU uses the child's filename when reopening it would rebuild

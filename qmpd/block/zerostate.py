@@ -18,6 +18,8 @@ a guarantee from a guess:
 ``hole-probe``  block status (SEEK_DATA/SEEK_HOLE) found no data at all
 ``scan``    block status left at most :data:`SCAN_LIMIT` bytes of data,
             which were read and found zero (QEMU's 128 KiB head check)
+``record``  qmpd created and zero-filled this file itself and nobody
+            changed it since (see :mod:`.zerofill`)
 ``none``    nothing is known (value is then False)
 
 A format node with one child (raw) passes its child's facts on unchanged.
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 #: MAX_ZERO_CHECK_BUFFER in bdrv_co_is_all_zeroes is 128 KiB).
 SCAN_LIMIT = 128 * 1024
 
-HOW_VALUES = ("driver", "flag", "hole-probe", "scan", "none")
+HOW_VALUES = ("driver", "flag", "hole-probe", "scan", "record", "none")
 
 
 @dataclass(frozen=True, slots=True)

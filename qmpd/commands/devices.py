@@ -41,7 +41,12 @@ def block_info(dev: Device, *, flat: bool) -> dict[str, Any]:
         "locked": False,
     }
     if dev.backend is not None:
-        info["inserted"] = block_device_info(dev.backend.node, flat=flat)
+        # QEMU skips filters it inserted itself (a mirror's unnamed
+        # mirror_top) in query-block, not in query-named-block-nodes.
+        node = dev.backend.node
+        while getattr(node, "implicit", False):
+            node = node.children["backing"]
+        info["inserted"] = block_device_info(node, flat=flat)
     # Disks enable I/O status tracking and default to werror=enospc.
     info["io-status"] = "ok"
     return info
