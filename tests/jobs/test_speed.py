@@ -94,3 +94,21 @@ def test_rate_limiter_arithmetic() -> None:
     assert limiter.delay(5.0) == 0.0
     with pytest.raises(ValueError, match="negative"):
         limiter.set_speed(-1)
+
+
+async def test_pause_and_resume_while_sleeping_on_the_rate_limit(
+    client: Transcript, jobs: JobManager, autojump_clock: MockClock
+) -> None:
+    # A job waiting out its speed limit must pause and carry on when resumed.
+    t0 = trio.current_time()
+    jobs.add(CountingJob("j1", chunks=4, speed=MiB))
+    jobs.find("j1").start()
+    await trio.sleep(1.5)
+    assert await client.cmd("job-pause", id="j1") == {}
+    await trio.sleep(10)
+    [info] = await client.cmd("query-jobs")
+    assert info["status"] == "paused"
+    assert await client.cmd("job-resume", id="j1") == {}
+    with trio.fail_after(100):
+        await client.until("JSC null")
+    assert trio.current_time() - t0 >= 4.0

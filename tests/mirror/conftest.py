@@ -1,0 +1,79 @@
+"""Fixtures for mirror tests: a running job manager, a recording client,
+sparse image files under a temporary directory, and qemu-img."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from qmpd.app import App
+from qmpd.jobs import JobManager
+from tests.jobs.transcript import Transcript
+from tests.support.loopback import QMPPair
+
+MiB = 1 << 20
+QEMU_IMG = shutil.which("qemu-img")
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
+
+
+@pytest.fixture
+async def jobs(app: App, nursery: trio.Nursery) -> AsyncIterator[JobManager]:
+    """``app.jobs``, serving in the test's nursery; no job task may crash."""
+    await nursery.start(app.jobs.serve)
+    yield app.jobs
+    assert app.jobs.failures == []
+
+
+@pytest.fixture
+async def client(qmp: QMPPair, jobs: JobManager) -> Transcript:
+    return Transcript(qmp)
+
+
+def make_image(path: Path, size: int, data: list[tuple[int, int, int]] = ()) -> Path:  # type: ignore[assignment]
+    """A sparse file of ``size`` bytes with ``(offset, length, byte)`` written."""
+    with path.open("wb") as f:
+        f.truncate(size)
+        for offset, length, byte in data:
+            f.seek(offset)
+            f.write(bytes([byte]) * length)
+    return path
+
+
+def allocated(path: Path) -> int:
+    """Bytes the file system allocates for ``path`` (du --block-size=1)."""
+    return path.stat().st_blocks * 512
+
+
+def qemu_img_compare(a: Path, b: Path) -> str:
+    assert QEMU_IMG is not None
+    out = subprocess.run(
+        [QEMU_IMG, "compare", "-U", "-f", "raw", "-F", "raw", str(a), str(b)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def qemu_img_map(path: Path) -> list[dict[str, Any]]:
+    assert QEMU_IMG is not None
+    out = subprocess.run(
+        [QEMU_IMG, "map", "-U", "--output=json", "-f", "raw", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    value: list[dict[str, Any]] = json.loads(out.stdout)
+    return value
+
+
+def data_ranges(entries: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """``(start, length)`` of the extents qemu-img map calls data."""
+    return [(e["start"], e["length"]) for e in entries if e["data"]]

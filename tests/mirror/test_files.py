@@ -1,0 +1,149 @@
+"""Mirror of real files with a guest writing through a disk, checked by qemu-img.
+
+Each case: a sparse source file with some data, a target file, a guest
+disk (``ide-hd``) on the source; the mirror starts rate-limited so that it
+is mid-copy while the guest writes (qemu-io through the disk, which now
+goes through the mirror_top filter); then the limit is lifted, the guest
+writes again once the job is ready, and the job is completed (the disk
+moves to the target) or cancelled.  ``qemu-img compare`` must find the
+files identical, and ``qemu-img map`` must show the target allocated where
+the source is (or, for ``sync: none``, only where the guest wrote).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jobs.transcript import Transcript
+from tests.mirror.conftest import (
+    MiB,
+    data_ranges,
+    make_image,
+    needs_qemu_img,
+    qemu_img_compare,
+    qemu_img_map,
+)
+
+SIZE = 8 * MiB
+SOURCE_DATA = [(MiB, MiB, 0x11), (5 * MiB, 512 * 1024, 0x22)]
+DONE = ["JSC waiting", "JSC pending", "BLOCK_JOB_COMPLETED", "JSC concluded", "JSC null"]
+
+
+async def hmp(client: Transcript, line: str) -> str:
+    out = await client.cmd("human-monitor-command", command_line=line)
+    assert isinstance(out, str), out
+    return out
+
+
+async def guest_write(client: Transcript, cmd: str) -> None:
+    out = await hmp(client, f'qemu-io -d disk0 "{cmd}"')
+    assert "wrote" in out, out
+
+
+async def setup(client: Transcript, tmp_path: Path, **target_opts: Any) -> tuple[Path, Path]:
+    src = make_image(tmp_path / "src.img", SIZE, SOURCE_DATA)
+    dst = make_image(tmp_path / "dst.img", SIZE)
+    assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
+    assert await client.cmd(
+        "blockdev-add", driver="file", node_name="dst", filename=str(dst), **target_opts
+    ) == {}  # fmt: skip
+    assert await client.cmd("device_add", driver="ide-hd", id="disk0", drive="src") == {}
+    return src, dst
+
+
+async def inserted(client: Transcript) -> str:
+    [blk] = await client.cmd("query-block")
+    return str(blk["inserted"]["node-name"])
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("sync", ["full", "top", "none"])
+@pytest.mark.parametrize("target_is_zero", [False, True])
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+async def test_complete_with_guest_writes(
+    client: Transcript, tmp_path: Path, sync: str, target_is_zero: bool, copy_mode: str
+) -> None:
+    src, dst = await setup(client, tmp_path)
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync=sync, job_id="m", speed=1,
+        buf_size=MiB, copy_mode=copy_mode, target_is_zero=target_is_zero,
+    ) == {}  # fmt: skip
+    if sync != "none":
+        [info] = await client.cmd("query-block-jobs")
+        assert info["status"] == "running"
+        assert info["offset"] < SIZE
+    # Mid-copy (or, for sync none, already ready): the guest writes.
+    await guest_write(client, "write -P 0x33 6M 64k")
+    await guest_write(client, "write -P 0x44 1536k 4k")
+    await guest_write(client, "write -z 5M 64k")
+    assert await inserted(client) == "src"  # the implicit filter is hidden
+    assert await client.cmd("block-job-set-speed", device="m", speed=0) == {}
+    if sync != "none":
+        await client.until("BLOCK_JOB_READY")
+    # Ready: new writes keep the target in sync.
+    await guest_write(client, "write -P 0x55 7M 128k")
+    client.take()
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert client.take() == ["return", *DONE]
+    assert await inserted(client) == "dst"
+    await guest_write(client, "write -P 0x66 0 4k")  # now on the target only
+    assert await client.cmd("device_del", id="disk0") == {}
+    if sync == "none":
+        # Only what the guest wrote during the job reached the target.
+        mapped = data_ranges(qemu_img_map(dst))
+        assert (6 * MiB, 64 * 1024) in mapped or any(s <= 6 * MiB < s + n for s, n in mapped)
+        return
+    # The source lacks only the write made after the pivot.
+    with src.open("r+b") as f:
+        f.write(b"\x66" * 4096)
+    assert qemu_img_compare(src, dst) == "Images are identical."
+    assert data_ranges(qemu_img_map(dst)) == data_ranges(qemu_img_map(src))
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("force", [False, True])
+async def test_cancel(client: Transcript, tmp_path: Path, force: bool) -> None:
+    src, dst = await setup(client, tmp_path)
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m"
+    ) == {}  # fmt: skip
+    await client.until("BLOCK_JOB_READY")
+    await guest_write(client, "write -P 0x77 3M 64k")
+    client.take()
+    assert await client.cmd("block-job-cancel", device="m", force=force) == {}
+    await client.until("JSC null")
+    if force:
+        assert client.take() == [
+            "return", "JSC aborting", "BLOCK_JOB_CANCELLED", "JSC concluded", "JSC null"
+        ]  # fmt: skip
+    else:
+        assert client.take() == ["return", *DONE]
+    # No pivot: the disk stays on the source.
+    assert await inserted(client) == "src"
+    assert await client.cmd("device_del", id="disk0") == {}
+    if not force:
+        # A soft cancel of a ready job leaves a consistent copy.
+        assert qemu_img_compare(src, dst) == "Images are identical."
+        assert data_ranges(qemu_img_map(dst)) == data_ranges(qemu_img_map(src))
+
+
+async def test_x_zero_stats(client: Transcript, tmp_path: Path) -> None:
+    await setup(client, tmp_path)
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m",
+        auto_dismiss=False,
+    ) == {}  # fmt: skip
+    await client.until("BLOCK_JOB_READY")
+    [info] = await client.cmd("query-block-jobs")
+    data = 3 * MiB // 2
+    # The fresh target is all holes: source holes are skipped, not written.
+    assert info["x-zero-stats"] == {"copied": data, "zeroed": 0, "skipped": SIZE - data}
+    assert info["len"] == info["offset"] == SIZE
+    assert await client.cmd("job-cancel", id="m") == {}
+    await client.until("JSC concluded")
+    [job] = await client.cmd("query-jobs")
+    assert job["x-zero-stats"]["copied"] == data
