@@ -9,6 +9,16 @@ thread hop would cost), larger ones, syncs and anything on a node with
 ``cache.direct=on`` run in ``trio.to_thread.run_sync``, where a slow disk
 cannot stall other sessions.
 
+``cache.direct=on`` opens the file with O_DIRECT, as QEMU does, and then
+every read and write goes through :mod:`.aligned`: the alignments are
+probed at open (and shown in the node's limits), unaligned requests are
+padded and done as read-modify-write in aligned bounce buffers, as QEMU's
+generic block layer does.  Zero writes keep their unaligned head and tail
+as RMW writes of zeroes and fallocate only the aligned middle; discards
+drop the unaligned head and tail (discarding is advisory), as QEMU's
+bdrv_co_pdiscard does.  A file system that refuses O_DIRECT fails the open
+with QEMU's "filesystem does not support O_DIRECT".
+
 Block status asks the file system with ``lseek(SEEK_DATA/SEEK_HOLE)``: a
 hole reads as zero (a promise the kernel keeps), everything else is data.
 Zero writes, when unmapping is allowed, punch holes
@@ -40,6 +50,16 @@ from typing import Any
 import trio
 
 from ..errors import GenericError
+from .aligned import (
+    MAX_ALIGN,
+    Alignment,
+    RangeGate,
+    align_down,
+    align_up,
+    probe_alignment,
+    read_aligned,
+    write_aligned,
+)
 from .extents import Extent
 from .node import PERM_NAMES, BlockIOError, BlockNode, CommonOptions, Perm
 from .zerofill import ZERO_FILLED, file_key
@@ -72,6 +92,26 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     if _libc.fallocate(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def _open_direct(filename: str, flags: int) -> int:
+    """os.open, telling a file system that refuses O_DIRECT apart.
+
+    Raises OSError, or GenericError with QEMU's text when the open fails
+    with EINVAL only because of O_DIRECT (procfs, old tmpfs...).
+    """
+    try:
+        return os.open(filename, flags)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL or not flags & os.O_DIRECT:
+            raise
+        try:
+            os.close(os.open(filename, flags & ~os.O_DIRECT))
+        except OSError:
+            raise exc from None
+        raise GenericError(
+            f"Could not open '{filename}': filesystem does not support O_DIRECT"
+        ) from None
 
 
 def _flock(fd: int, cmd: int, ltype: int, start: int) -> int:
@@ -119,12 +159,25 @@ class FileNode(BlockNode):
             )
         self.path = filename
         self.aio = aio
+        #: The O_DIRECT alignments; None without cache.direct.
+        self.alignment: Alignment | None = None
+        self._gate = RangeGate()
         self.fd = self._open(filename, options)
         try:
             st = os.fstat(self.fd)
             if stat.S_ISDIR(st.st_mode):
                 raise GenericError(f"Could not open '{filename}': {os.strerror(errno.EISDIR)}")
-            self._length = os.lseek(self.fd, 0, os.SEEK_END)
+            try:
+                self._length = os.lseek(self.fd, 0, os.SEEK_END)
+            except OSError as exc:  # e.g. a procfs file; QEMU's text
+                raise GenericError(
+                    f"Could not refresh total sector count: {exc.strerror}"
+                ) from None
+            if options.cache_direct:
+                self.alignment = probe_alignment(self.fd)
+                if self.alignment is None:
+                    # QEMU adds the hint "Try cache.direct=off", which QMP does not show.
+                    raise GenericError("Could not find working O_DIRECT alignment")
             self._key = file_key(st)
             if locking == "on":
                 self.use_lock = True
@@ -138,9 +191,9 @@ class FileNode(BlockNode):
         self._locked: set[int] = set()
 
     def _open(self, filename: str, options: CommonOptions) -> int:
-        flags = os.O_CLOEXEC | (os.O_RDONLY if self.read_only else os.O_RDWR)
+        extra = os.O_CLOEXEC | (os.O_DIRECT if options.cache_direct else 0)
         try:
-            return os.open(filename, flags)
+            return _open_direct(filename, extra | (os.O_RDONLY if self.read_only else os.O_RDWR))
         except OSError as exc:
             retry = exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
             if self.read_only or not options.auto_read_only or not retry:
@@ -148,7 +201,7 @@ class FileNode(BlockNode):
         # auto-read-only: fall back to read-only, as QEMU does.
         self.read_only = True
         try:
-            return os.open(filename, os.O_CLOEXEC | os.O_RDONLY)
+            return _open_direct(filename, extra | os.O_RDONLY)
         except OSError as exc:
             raise GenericError(f"Could not open '{filename}': {exc.strerror}") from None
 
@@ -160,7 +213,16 @@ class FileNode(BlockNode):
     def _inline(self, length: int) -> bool:
         return length <= INLINE_MAX and not self.options.cache_direct
 
+    def _span(self, offset: int, length: int, align: int) -> tuple[int, int]:
+        return align_down(offset, align), align_up(offset + length, align)
+
     async def _read(self, offset: int, length: int) -> bytes:
+        if self.alignment is not None:
+            align = self.alignment.request
+            try:
+                return await trio.to_thread.run_sync(read_aligned, self.fd, offset, length, align)
+            except OSError as exc:
+                raise BlockIOError(exc.errno or errno.EIO) from None
         try:
             if self._inline(length):
                 data = os.pread(self.fd, length, offset)
@@ -181,11 +243,52 @@ class FileNode(BlockNode):
     async def _write(self, offset: int, data: bytes) -> None:
         # Data is coming: a zero-fill record of this file no longer holds.
         ZERO_FILLED.forget(self._key)
+        if self.alignment is not None:
+            await self._write_direct(offset, data, len(data))
+            return
         try:
             if self._inline(len(data)):
                 self._pwrite_all(data, offset)
             else:
                 await trio.to_thread.run_sync(self._pwrite_all, data, offset)
+        except OSError as exc:
+            raise BlockIOError(exc.errno or errno.EIO) from None
+
+    async def _write_direct(self, offset: int, data: bytes | None, length: int) -> None:
+        """An O_DIRECT write of ``data`` (zeroes when None): RMW unless aligned."""
+        assert self.alignment is not None
+        align = self.alignment.request
+        start, end = self._span(offset, length, align)
+        rmw = start != offset or end != offset + length
+        try:
+            async with self._gate.hold(start, end, serialising=rmw):
+                written = await trio.to_thread.run_sync(
+                    write_aligned, self.fd, offset, data, length, align
+                )
+        except OSError as exc:
+            raise BlockIOError(exc.errno or errno.EIO) from None
+        # Padding past the end grows the file, and QEMU's node with it
+        # (only reachable with the resize permission: see _apply_perms).
+        self._length = max(self._length, written)
+
+    async def _zero_direct(self, offset: int, length: int, unmap: bool) -> str:
+        """QEMU's padded zero write: RMW head and tail, the aligned middle as zeroes."""
+        assert self.alignment is not None
+        align = self.alignment.request
+        end = offset + length
+        mid_start, mid_end = align_up(offset, align), align_down(end, align)
+        if mid_start >= mid_end:  # all inside one or two partial blocks
+            await self._write_direct(offset, None, length)
+            return "written"
+        if offset < mid_start:
+            await self._write_direct(offset, None, mid_start - offset)
+        if mid_end < end:
+            await self._write_direct(mid_end, None, end - mid_end)
+        try:
+            async with self._gate.hold(mid_start, mid_end, serialising=False):
+                return await trio.to_thread.run_sync(
+                    self._zero_sync, mid_start, mid_end - mid_start, unmap
+                )
         except OSError as exc:
             raise BlockIOError(exc.errno or errno.EIO) from None
 
@@ -215,6 +318,9 @@ class FileNode(BlockNode):
                 raise
         else:
             return "punch-and-allocate"
+        if self.alignment is not None:  # aligned here: see _zero_direct
+            write_aligned(self.fd, offset, None, length, self.alignment.request)
+            return "written"
         chunk = bytes(min(length, 1 << 20))
         end = offset + length
         while offset < end:
@@ -223,6 +329,8 @@ class FileNode(BlockNode):
         return "written"
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
+        if self.alignment is not None:
+            return await self._zero_direct(offset, length, unmap)
         try:
             if self._inline(length):
                 return self._zero_sync(offset, length, unmap)
@@ -231,6 +339,13 @@ class FileNode(BlockNode):
             raise BlockIOError(exc.errno or errno.EIO) from None
 
     async def _discard(self, offset: int, length: int) -> None:
+        if self.alignment is not None:
+            # QEMU discards only the request-aligned part of the range.
+            align = self.alignment.request
+            offset, end = align_up(offset, align), align_down(offset + length, align)
+            if offset >= end:
+                return
+            length = end - offset
         try:
             fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
         except OSError as exc:
@@ -292,6 +407,16 @@ class FileNode(BlockNode):
     # ------------------------------------------------------------ locking
 
     def _apply_perms(self, perm: int, shared: int) -> None:
+        # QEMU's generic rule (block.c): writing without the right to resize
+        # must never need to pad past the end; QEMU counts the size in whole
+        # 512-byte sectors.
+        writes = perm & (Perm.WRITE | Perm.WRITE_UNCHANGED) and not perm & Perm.RESIZE
+        align = self.alignment.request if self.alignment is not None else 1
+        if writes and align_up(self._length, 512) % align:
+            raise GenericError(
+                "Cannot get 'write' permission without 'resize': "
+                "Image size is not a multiple of request alignment"
+            )
         if not self.use_lock:
             return
         want: set[int] = set()
@@ -342,6 +467,16 @@ class FileNode(BlockNode):
             return os.fstat(self.fd).st_blocks * 512
         except OSError:
             return None
+
+    def limits(self) -> dict[str, int]:
+        limits = super().limits()
+        if self.alignment is not None:
+            # Observed on QEMU 11.1 (ext4 and tmpfs): the probed alignments,
+            # and an optimal memory alignment of at least a page.
+            limits["request-alignment"] = self.alignment.request
+            limits["min-mem-alignment"] = self.alignment.memory
+            limits["opt-mem-alignment"] = max(self.alignment.memory, MAX_ALIGN)
+        return limits
 
     def format_specific(self) -> dict[str, Any] | None:
         # QEMU 11.1 reports an empty "file" branch (extent-size-hint only on XFS).
