@@ -1,4 +1,5 @@
-"""Fixtures: an App with strict schema checks, served on a memory listener."""
+"""Fixtures: an App with strict schema checks, served on a memory listener,
+and its job manager running in the test's nursery."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import trio
 
 from qmpd.app import App, build_app
+from qmpd.jobs import JobManager
 from qmpd.server import MonitorOptions, serve_listener
 from tests.support.loopback import MemoryListener, QMPPair
+from tests.support.transcript import Transcript
 
 
 @pytest.fixture
@@ -45,3 +48,19 @@ async def connect(app: App, nursery: trio.Nursery) -> AsyncIterator[Connect]:
 async def qmp(connect: Connect) -> QMPPair:
     """One negotiated session."""
     return await connect()
+
+
+@pytest.fixture
+async def jobs(app: App, nursery: trio.Nursery) -> AsyncIterator[JobManager]:
+    """``app.jobs``, running: job tasks live in the test's nursery, not in a
+    session, as in the daemon.  Fails the test if a job task crashed."""
+    app.events.history = []
+    await nursery.start(app.jobs.serve)
+    yield app.jobs
+    assert app.jobs.failures == []
+
+
+@pytest.fixture
+async def client(qmp: QMPPair, jobs: JobManager) -> Transcript:
+    """A negotiated session that records replies and events in order."""
+    return Transcript(qmp)

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from qmpd.block.file import F_OFD_SETLK, LOCK_SHARED_BASE, _flock
-from tests.jobs.transcript import Transcript
+from tests.support.transcript import Transcript
 
 MiB = 1 << 20
 SIZE = 16 * MiB

@@ -17,7 +17,7 @@ from qmpd.jobs import (
     decide_action,
 )
 from tests.jobs.testjobs import CountingJob
-from tests.jobs.transcript import Transcript
+from tests.support.transcript import Transcript
 
 
 @pytest.mark.parametrize(

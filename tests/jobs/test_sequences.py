@@ -11,7 +11,7 @@ import pytest
 from qmpd.app import App
 from qmpd.jobs import Job, JobManager, JobType
 from tests.jobs.testjobs import CountingJob, MiB
-from tests.jobs.transcript import Transcript
+from tests.support.transcript import Transcript
 
 DONE = ["JSC waiting", "JSC pending", "BLOCK_JOB_COMPLETED", "JSC concluded", "JSC null"]
 CANCELLED = ["JSC aborting", "BLOCK_JOB_CANCELLED", "JSC concluded", "JSC null"]

@@ -6,7 +6,7 @@ from qmpd.app import App
 from qmpd.jobs import JobManager
 from tests.conftest import Connect
 from tests.jobs.testjobs import CountingJob
-from tests.jobs.transcript import Transcript
+from tests.support.transcript import Transcript
 
 
 async def test_job_outlives_its_client_and_another_completes_it(

@@ -8,7 +8,7 @@ from trio.testing import MockClock
 
 from qmpd.jobs import JobManager, RateLimiter
 from tests.jobs.testjobs import CountingJob, MiB
-from tests.jobs.transcript import Transcript
+from tests.support.transcript import Transcript
 
 
 async def run_job(client: Transcript, jobs: JobManager, job: CountingJob) -> float:

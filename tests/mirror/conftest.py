@@ -6,34 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-
-from qmpd.app import App
-from qmpd.jobs import JobManager
-from tests.jobs.transcript import Transcript
-from tests.support.loopback import QMPPair
 
 MiB = 1 << 20
 QEMU_IMG = shutil.which("qemu-img")
 needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
 
 
-@pytest.fixture
-async def jobs(app: App, nursery: trio.Nursery) -> AsyncIterator[JobManager]:
-    """``app.jobs``, serving in the test's nursery; no job task may crash."""
-    await nursery.start(app.jobs.serve)
-    yield app.jobs
-    assert app.jobs.failures == []
-
-
-@pytest.fixture
-async def client(qmp: QMPPair, jobs: JobManager) -> Transcript:
-    return Transcript(qmp)
 
 
 def make_image(path: Path, size: int, data: list[tuple[int, int, int]] = ()) -> Path:  # type: ignore[assignment]

@@ -6,8 +6,8 @@ from typing import Any
 
 from qmpd.app import App
 from qmpd.jobs import JobManager
-from tests.jobs.transcript import Transcript
 from tests.mirror.conftest import MiB
+from tests.support.transcript import Transcript
 
 DONE = ["JSC waiting", "JSC pending", "BLOCK_JOB_COMPLETED", "JSC concluded", "JSC null"]
 CANCELLED = ["JSC aborting", "BLOCK_JOB_CANCELLED", "JSC concluded", "JSC null"]

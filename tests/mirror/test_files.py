@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.jobs.transcript import Transcript
 from tests.mirror.conftest import (
     MiB,
     data_ranges,
@@ -26,6 +25,7 @@ from tests.mirror.conftest import (
     qemu_img_compare,
     qemu_img_map,
 )
+from tests.support.transcript import Transcript
 
 SIZE = 8 * MiB
 SOURCE_DATA = [(MiB, MiB, 0x11), (5 * MiB, 512 * 1024, 0x22)]

@@ -11,8 +11,8 @@ from trio.testing import MockClock
 
 from qmpd.app import App
 from qmpd.block import BlockIOError, CommonOptions, NullNode
-from tests.jobs.transcript import Transcript
 from tests.mirror.conftest import MiB
+from tests.support.transcript import Transcript
 
 
 class FailingNode(NullNode):
