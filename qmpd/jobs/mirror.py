@@ -32,19 +32,57 @@ Dirty is every chunk the source allocates (``present``), or the whole
 image for ``sync=full`` when the target is not known zero everywhere.
 ``sync=none`` starts clean and has no zero bitmap.
 
-Each iteration takes the next dirty run (at most ``buf-size``), clears it,
-asks the source's block status and per extent: zero -> skipped when the
-zero bits cover it, else a zero write with unmapping allowed (bits set);
-data -> read and written in ``max(buf-size/16, 1 MiB)`` pieces (bits
-cleared).  Guest writes meanwhile re-dirty what they touch, so a range
-written during its own copy is copied again.  In ``write-blocking`` mode a
-guest write whose range is clean and not being copied is written to the
-target before the guest's request completes.
+Copying is done by *operations* (:class:`_Op`), several at once, as
+QEMU does.  The job's main task (:meth:`MirrorJob._copy_loop`) takes the
+next dirty *window* (a run of whole chunks, at most ``buf-size`` bytes),
+clears it in the dirty bitmap, records it as in flight, asks the source's
+block status for it and starts one operation per piece in a nursery:
+a zero extent (skipped when the zero bits cover it, else a zero write with
+unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
+of data (read and written, bits cleared).  Then it goes on with the next
+window, so pieces of different dirty runs are in flight together.  At most
+16 operations (QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes
+of data pieces, do I/O at once (a capacity limiter; at least one); the
+main task starts no new window while that many are started.  With a speed
+limit it waits for each window's operations, then for the limiter.
 
-No dirty chunk left: flush the target, ``ready`` (BLOCK_JOB_READY); the
-job keeps copying new writes until completed or cancelled.  Completion
-(``job-complete``, or a soft cancel of a ready job) leaves the loop when
-clean; ``prepare`` then pivots (completion only): the job lets go of the
+Why this stays correct with several operations in flight:
+
+* Windows are chunk-aligned and ranges in flight disjoint: a dirty run
+  that overlaps one in flight (a guest re-dirtied it) waits until that one
+  is over, so two copies of one range never race on the target (an older
+  read landing last would leave stale data behind a clean bit).
+* The dirty bits are cleared before the block status is asked, and the
+  window is in flight from then on: a guest write landing while the
+  answer is on its way re-dirties the range, so a stale "zero" is copied
+  again later, never lost.
+* Guest writes meanwhile re-dirty what they touch, so a range written
+  during its own copy is copied again, after the copy in flight ends.
+* Only an operation writes the target inside its own bytes (write-through
+  is refused there), so the snapshot of the zero bits taken when its
+  window was cleared still tells what those bytes read as: a chunk part
+  data, part zero in the source loses its zero bit when the data piece is
+  written, yet its zero part is still zero there.
+* In ``write-blocking`` mode a guest write whose range is clean and not
+  in flight is written to the target before the guest's request
+  completes; it is itself recorded as in flight (``active``) meanwhile, so
+  no copy and no other write-through of that range overlaps it.
+* The engine's rule: a yield point (pause, cancel, rate-limit sleep,
+  waiting for work) is reached only with none of the job's operations in
+  flight.  The main task *drains* first, waiting on the operations with
+  plain trio primitives (the job stays busy meanwhile, so a pause waits
+  for the drain: no job I/O follows the ``paused`` event).
+* An operation never raises on I/O errors: it re-dirties what it did not
+  copy and records the outcome; the main task acts on it once the others
+  have drained (``report`` fails the job, ``ignore``/``stop`` retry after
+  a short sleep, ``stop`` having paused the job).  A forced cancel makes
+  operations stop after their current request; the main task drains and
+  returns.
+
+No dirty chunk and nothing in flight: flush the target, ``ready``
+(BLOCK_JOB_READY); the job keeps copying new writes until completed or
+cancelled.  Completion (``job-complete``, or a soft cancel of a ready
+job) leaves the loop when clean; ``prepare`` then pivots (completion only): the job lets go of the
 target and every guest disk on the filter moves onto the target.  ``clean``
 removes the filter (disks back on the source unless pivoted).
 
@@ -63,6 +101,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from ..block.backend import BACKEND_KIND, check_conflicts
 from ..block.dirty import ChunkBitmap
@@ -84,6 +124,8 @@ MiB = 1 << 20
 DEFAULT_BUF_SIZE = 16 * MiB
 #: QEMU's MAX_IO_BYTES: the smallest upper bound of one copy request.
 MAX_IO_BYTES = MiB
+#: QEMU's MAX_IN_FLIGHT: copy operations running at once.
+MAX_IN_FLIGHT = 16
 #: Pause before retrying a range whose error the policy ignored (seconds).
 RETRY_DELAY = 0.01
 #: The op blocker text QEMU shows for nodes of a running mirror.
@@ -122,6 +164,39 @@ class ZeroStats:
         return {"copied": self.copied, "zeroed": self.zeroed, "skipped": self.skipped}
 
 
+class _Op:
+    """A byte range ``[start, end)`` being written to the target: a copy
+    operation of the job, or (``active``) a guest write written through."""
+
+    __slots__ = ("active", "done", "end", "start", "zero", "zero_before")
+
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        *,
+        active: bool,
+        zero: bool = False,
+        zero_before: ChunkBitmap | None = None,
+    ) -> None:
+        self.start = start
+        self.end = end
+        self.active = active
+        #: A copy operation of a zero extent of the source.
+        self.zero = zero
+        #: Bytes finished (counted in the job's progress).
+        self.done = 0
+        #: The zero bitmap as it was when the operation's window was taken.
+        self.zero_before = zero_before
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return self.start < end and start < self.end
+
+
 class MirrorJob(BlockJob):
     """A running blockdev-mirror; see the module docstring."""
 
@@ -153,19 +228,28 @@ class MirrorJob(BlockJob):
         self.dirty = ChunkBitmap(source.size, options.granularity)
         self.zero: ChunkBitmap | None = None
         self.op_max = max(options.buf_size // 16, MAX_IO_BYTES)
+        #: Operations doing I/O at once: QEMU's MAX_IN_FLIGHT, and no more
+        #: than ``buf-size`` bytes of data pieces (but at least one).
+        self._slots = trio.CapacityLimiter(
+            max(1, min(MAX_IN_FLIGHT, options.buf_size // self.op_max))
+        )
         self.should_complete = False
         self.actively_synced = False
         self._target_user: NodeUser | None = None
         self._blocked: list[BlockNode] = []
         self._initialized = False
-        #: Byte range of the copy request in flight, if any.
-        self._inflight: tuple[int, int] | None = None
-        #: A write-blocking copy failed with policy report: the job fails.
+        #: Ranges in flight: the job's operations and write-throughs.
+        self._ops: list[_Op] = []
+        #: Set (and replaced) whenever an entry of ``_ops`` ends.
+        self._op_done = trio.Event()
+        #: An operation's error was ignored or stopped the job: retry the
+        #: range after RETRY_DELAY (at once would spin).
+        self._failed = False
+        #: A copy or write-through failed with policy report: the job fails
+        #: (once nothing is in flight).
         self._fatal: str | None = None
         self._pivoted = False
         self._replied = False
-        #: The zero bitmap as it was when the run in flight started.
-        self._zero_before: ChunkBitmap | None = None
 
     # -- set-up and tear-down (graph changes) --------------------------------
 
@@ -303,6 +387,8 @@ class MirrorJob(BlockJob):
         if length <= 0:
             return
         if self._can_write_through(offset, length) and data != b"":
+            op = _Op(offset, offset + length, active=True)
+            self._ops.append(op)
             try:
                 await self._active_write(offset, length, data)
                 return
@@ -311,8 +397,10 @@ class MirrorJob(BlockJob):
                 action = self.error_action(self.opts.on_target_error, False, err.errno)
                 if action is BlockErrorAction.REPORT and self._fatal is None:
                     self._fatal = err.desc
+            finally:
+                self._op_finished(op)
         self.dirty.mark(offset, length)
-        self.progress.set_remaining(self.dirty.count())
+        self._update_remaining()
         self.kick()
 
     def _can_write_through(self, offset: int, length: int) -> bool:
@@ -325,8 +413,9 @@ class MirrorJob(BlockJob):
             return True
         if self.copy_mode != "write-blocking":
             return False
-        inflight = self._inflight
-        return inflight is None or inflight[1] <= offset or offset + length <= inflight[0]
+        # Not over a copy in flight (its read may predate this write and
+        # land after it) nor over another write-through (same race).
+        return not self._conflicts(offset, offset + length)
 
     async def _active_write(self, offset: int, length: int, data: bytes | None) -> None:
         if data is None:
@@ -356,23 +445,59 @@ class MirrorJob(BlockJob):
             # Copying takes QEMU's job past several yields before any
             # result, so the command's reply comes first: wait for it.
             await self._until_replied()
+        failure: JobFailed | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._copy_loop(nursery)
+            except JobFailed as exc:
+                # Caught inside so that it leaves the nursery as itself, not
+                # in an ExceptionGroup; the loop raises only when drained.
+                failure = exc
+        if failure is not None:
+            raise failure
+
+    async def _copy_loop(self, nursery: trio.Nursery) -> None:
+        """Start operations on dirty runs until in sync and asked to stop;
+        see the module docstring.  Raises JobFailed (with nothing of the
+        job's in flight)."""
         cursor = 0
         while True:
             if self.is_cancelled:
+                await self._drain()
                 return
             if self._fatal is not None:
+                await self._drain()
                 raise JobFailed(self._fatal)
+            if self._failed:
+                await self._drain()
+                self._failed = False
+                await self.sleep(RETRY_DELAY)
+                continue
+            if self.should_pause:
+                await self._drain()
+                await self.pause_point()
+                continue
             run = self.dirty.next_run(cursor, self.opts.buf_size)
             if run is None and cursor:
                 run = self.dirty.next_run(0, self.opts.buf_size)
             if run is not None:
-                failed = not await self._copy(*run)
-                cursor = run[0] + run[1]
-                self.progress.set_remaining(self.dirty.count())
-                if failed:
-                    # Retrying an ignored error at once would spin.
-                    await self.sleep(RETRY_DELAY)
-                await self.throttle()
+                start, length = run
+                busy = len(self._job_ops()) >= self._slots.total_tokens
+                if busy or self._conflicts(start, start + length):
+                    # Not a yield point: the job stays busy while it waits.
+                    await self._op_done.wait()
+                    continue
+                cursor = start + length
+                await self._dispatch(nursery, start, length)
+                if self.speed:
+                    # Rate-limited: one window at a time, then the limiter
+                    # decides (QEMU also keeps fewer requests in flight).
+                    await self._drain()
+                    await self.throttle()
+                continue
+            if self._job_ops():
+                # Nothing to start, but not in sync until they are done.
+                await self._op_done.wait()
                 continue
             cursor = 0
             if not self.is_ready or self.should_complete or self.cancel_requested:
@@ -389,6 +514,82 @@ class MirrorJob(BlockJob):
                     continue
                 return
             await self.yield_()
+
+    # -- operations in flight -------------------------------------------------------
+
+    def _job_ops(self) -> list[_Op]:
+        return [op for op in self._ops if not op.active]
+
+    def _conflicts(self, start: int, end: int) -> bool:
+        return any(op.overlaps(start, end) for op in self._ops)
+
+    async def _dispatch(self, nursery: trio.Nursery, start: int, length: int) -> None:
+        """Take the dirty window ``[start, start+length)`` (whole chunks)
+        and start one operation per piece of it: a zero extent of the
+        source, or at most ``op_max`` bytes of data."""
+        end = start + length
+        # Clear and reserve in one step: from here a guest write there
+        # re-dirties it (write-through is refused), so the block status
+        # asked below can only be stale where a copy will follow.
+        self.dirty.clear(start, length)
+        snapshot = None if self.zero is None else self.zero.copy()
+        window = _Op(start, end, active=False)
+        self._ops.append(window)
+        try:
+            extents = await self.source.block_status(start, length)
+        except BlockIOError as err:
+            self._io_failed(True, err, start, end)
+            return
+        finally:
+            self._ops.remove(window)
+        pieces: list[_Op] = []
+        pos = start
+        for ext in extents:
+            stop = min(ext.end, end)
+            if ext.start > pos:
+                self.dirty.mark(pos, ext.start - pos)  # never left uncopied
+            pos = max(pos, ext.start)
+            while pos < stop:
+                step = stop - pos if ext.zero else min(self.op_max, stop - pos)
+                pieces.append(
+                    _Op(pos, pos + step, active=False, zero=ext.zero, zero_before=snapshot)
+                )
+                pos += step
+        if pos < end:
+            self.dirty.mark(pos, end - pos)
+        self._ops.extend(pieces)
+        for op in pieces:
+            nursery.start_soon(self._run_op, op)
+
+    async def _run_op(self, op: _Op) -> None:
+        """One operation: waits for a slot, then one request (a zero write or
+        skip, or a read and a write); a failure re-dirties its range."""
+        try:
+            async with self._slots:
+                if self.is_cancelled or self._fatal is not None:
+                    self.dirty.mark(op.start, op.length)
+                    return
+                if await self._copy_piece(op, op.start, op.length, op.zero):
+                    self.progress.update(op.length)
+                    op.done = op.length
+        finally:
+            self._op_finished(op)
+
+    def _op_finished(self, op: _Op) -> None:
+        self._ops.remove(op)
+        self._update_remaining()
+        self._op_done.set()
+        self._op_done = trio.Event()
+
+    async def _drain(self) -> None:
+        """Wait until none of the job's operations is in flight (guest
+        write-throughs may be: they are the guest's requests)."""
+        while self._job_ops():
+            await self._op_done.wait()
+
+    def _update_remaining(self) -> None:
+        pending = sum(op.length - op.done for op in self._job_ops())
+        self.progress.set_remaining(self.dirty.count() + pending)
 
     async def _until_replied(self) -> None:
         while not self._replied and not self.is_cancelled:
@@ -432,45 +633,11 @@ class MirrorJob(BlockJob):
         except BlockIOError as err:
             raise JobFailed(err.desc) from None
 
-    async def _copy(self, offset: int, length: int) -> bool:
-        """Copy one dirty run; errors go through the policies.  False when
-        a request failed (what is left of the run is dirty again)."""
-        self.dirty.clear(offset, length)
-        self._inflight = (offset, offset + length)
-        end = offset + length
-        pos = offset
-        try:
-            try:
-                extents = await self.source.block_status(offset, length)
-            except BlockIOError as err:
-                return self._io_failed(True, err, offset, end)
-            # What the target was known to read as before this run: a chunk
-            # part data, part zero in the source loses its zero bit when the
-            # data part is written, yet its zero part is still zero there
-            # (only this job writes the target inside the run in flight).
-            self._zero_before = None if self.zero is None else self.zero.copy()
-            for ext in extents:
-                pos = ext.start
-                while pos < ext.end:
-                    if self.is_cancelled:
-                        self.dirty.mark(pos, end - pos)
-                        return True
-                    step = ext.end - pos if ext.zero else min(self.op_max, ext.end - pos)
-                    if not await self._copy_piece(pos, step, ext.zero):
-                        self.dirty.mark(pos, end - pos)
-                        return False
-                    self.progress.update(step)
-                    pos += step
-            return True
-        finally:
-            self._inflight = None
-            self._zero_before = None
-
-    async def _copy_piece(self, offset: int, length: int, zero: bool) -> bool:
-        """One request; False when it failed and the run must stop."""
+    async def _copy_piece(self, op: _Op, offset: int, length: int, zero: bool) -> bool:
+        """One request; False when it failed (the range is dirty again)."""
         if zero:
             try:
-                await self._zero_target(offset, length)
+                await self._zero_target(offset, length, op.zero_before)
             except BlockIOError as err:
                 return self._io_failed(False, err, offset, offset + length)
             return True
@@ -485,15 +652,17 @@ class MirrorJob(BlockJob):
         self.account(length)
         return True
 
-    async def _zero_target(self, offset: int, length: int) -> None:
+    async def _zero_target(
+        self, offset: int, length: int, before: ChunkBitmap | None = None
+    ) -> None:
         """Make the range zero on the target, writing only where it is not
-        known to be zero already."""
+        known to be zero already (now, or in ``before``: the zero bits when
+        the operation writing this range started)."""
         zero = self.zero
         if zero is None:
             todo = [(offset, length)]
         else:
             todo = zero.unmarked(offset, length)
-            before = self._zero_before
             if before is not None:
                 todo = [p for s, n in todo for p in before.unmarked(s, n)]
         written = 0
@@ -520,12 +689,17 @@ class MirrorJob(BlockJob):
             self.stats.copied += len(data)
 
     def _io_failed(self, is_read: bool, err: BlockIOError, start: int, end: int) -> bool:
-        """Apply the policy to a failed request; raises JobFailed on report."""
+        """Apply the policy to a failed request of an operation: the range
+        is dirty again and the main task acts once the others are drained
+        (on report: fails the job with the first error).  Returns False."""
         policy = self.opts.on_source_error if is_read else self.opts.on_target_error
         action = self.error_action(policy, is_read, err.errno)
-        if action is BlockErrorAction.REPORT:
-            raise JobFailed(err.desc)
         self.dirty.mark(start, end - start)
+        if action is BlockErrorAction.REPORT:
+            if self._fatal is None:
+                self._fatal = err.desc
+        else:
+            self._failed = True
         return False
 
     async def _flush_target(self) -> bool:

@@ -16,8 +16,6 @@ QEMU_IMG = shutil.which("qemu-img")
 needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
 
 
-
-
 def make_image(path: Path, size: int, data: list[tuple[int, int, int]] = ()) -> Path:  # type: ignore[assignment]
     """A sparse file of ``size`` bytes with ``(offset, length, byte)`` written."""
     with path.open("wb") as f:

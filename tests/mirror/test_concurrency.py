@@ -1,0 +1,256 @@
+"""Several copy operations in flight: races with guest writes, pause, errors.
+
+The nodes here keep their bytes in memory and take a random (seeded) time
+for every request, under the autojump clock, so that copy operations
+overlap each other and the guest's writes in many orders.  Each test would
+fail with a naive concurrent copy loop: without waiting for an overlapping
+operation (a stale copy lands last), with the dirty bits cleared after the
+block status was asked, by pausing or failing while requests are in flight.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from qmpd.app import App
+from qmpd.block import BlockIOError, CommonOptions, NullNode
+from qmpd.block.extents import Extent
+from qmpd.block.zerostate import KnownZero
+from qmpd.jobs.mirror import MirrorJob
+from qmpd.jobs.status import JobStatus
+from tests.mirror.conftest import MiB
+from tests.support.transcript import Transcript
+
+KiB = 1 << 10
+BLOCK = 4 * KiB
+#: Statuses in which the job must have no request of its own in flight.
+QUIET = {JobStatus.PAUSED, JobStatus.STANDBY, JobStatus.ABORTING, JobStatus.CONCLUDED}
+
+
+class MemNode(NullNode):
+    """A node in memory; every request takes a random time and is watched.
+
+    Block status is exact per 4 KiB block (zero where all bytes are zero),
+    so copies mix data and zero pieces.  ``gate``: writes wait for it.
+    ``fail_at``: the write covering that offset fails once with EIO.
+    """
+
+    def __init__(self, name: str, size: int, rng: random.Random) -> None:
+        super().__init__(name, CommonOptions(), size=size)
+        self.data = bytearray(size)
+        self.rng = rng
+        self.job: MirrorJob | None = None
+        self.gate: trio.Event | None = None
+        self.fail_at: int | None = None
+        self.active = 0
+        self.max_active = 0
+        self.requests = 0
+        self.started: set[int] = set()
+        self.completed: set[int] = set()
+        self.violations: list[str] = []
+        self._crowd: tuple[int, trio.Event] | None = None
+
+    async def until_active(self, count: int) -> None:
+        """Wait until ``count`` requests are in flight at once."""
+        self._crowd = (count, trio.Event())
+        if self.active < count:
+            await self._crowd[1].wait()
+
+    def _watch(self, what: str) -> None:
+        # Called when a request starts and when it ends: a job that is
+        # paused or failed must have none of its requests in flight.
+        if self.job is not None and self.job.status in QUIET:
+            self.violations.append(f"{what} while {self.job.status.value}")
+
+    async def _io(self, offset: int) -> None:
+        self.requests += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        if self._crowd is not None and self.active >= self._crowd[0]:
+            self._crowd[1].set()
+        self._watch(f"start {offset}")
+        # Mostly quick, now and then slow: requests overtake each other.
+        await trio.sleep(self.rng.random() ** 4 * 0.05)
+
+    def _done(self, offset: int) -> None:
+        self.active -= 1
+        self._watch(f"end {offset}")
+
+    async def _read(self, offset: int, length: int) -> bytes:
+        await self._io(offset)
+        try:
+            return bytes(self.data[offset : offset + length])
+        finally:
+            self._done(offset)
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        self.started.add(offset)
+        await self._io(offset)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            fail = self.fail_at
+            if fail is not None and offset <= fail < offset + len(data):
+                self.fail_at = None
+                raise BlockIOError(errno.EIO)
+            self.data[offset : offset + len(data)] = data
+            self.completed.add(offset)
+        finally:
+            self._done(offset)
+
+    async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
+        await self._write(offset, bytes(length))
+        return "written"
+
+    async def _block_status(self, offset: int, length: int) -> list[Extent]:
+        out = []
+        for pos in range(offset, offset + length, BLOCK):
+            n = min(BLOCK, offset + length - pos)
+            zero = not any(self.data[pos : pos + n])
+            out.append(Extent(pos, n, data=not zero, zero=zero, offset=pos))
+        # The answer takes time to arrive: guest writes may land meanwhile.
+        await trio.sleep(self.rng.random() * 0.005)
+        return out
+
+    async def _open_zero(self) -> KnownZero:
+        return KnownZero(False, "none")
+
+
+def add_mem(app: App, name: str, size: int, rng: random.Random, fill: float) -> MemNode:
+    """A MemNode whose 64 KiB pieces hold random bytes with probability ``fill``."""
+    node = MemNode(name, size, rng)
+    for pos in range(0, size, 64 * KiB):
+        if rng.random() < fill:
+            node.data[pos : pos + 64 * KiB] = rng.randbytes(64 * KiB)
+    app.graph.insert(node)
+    node.monitor_owned = True
+    return node
+
+
+async def start(client: Transcript, app: App, **args: object) -> MirrorJob:
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m", **args
+    ) == {}  # fmt: skip
+    job = app.jobs.find_block_job("m")
+    assert isinstance(job, MirrorJob)
+    return job
+
+
+async def complete(client: Transcript) -> None:
+    await client.until("BLOCK_JOB_READY")
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert client.event("BLOCK_JOB_COMPLETED").get("error") is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+async def test_guest_writes_race_with_copies(
+    client: Transcript, app: App, autojump_clock: MockClock, seed: int, copy_mode: str
+) -> None:
+    rng = random.Random(seed)
+    size = 8 * MiB
+    src = add_mem(app, "src", size, rng, fill=0.5)
+    dst = add_mem(app, "dst", size, rng, fill=0.3)  # garbage: not known zero
+    job = await start(client, app, granularity=64 * KiB, copy_mode=copy_mode)
+    flt = job.filter
+    assert flt is not None
+
+    async def guest(writes: int) -> None:
+        for _ in range(writes):
+            offset = rng.randrange(0, size - 1)
+            length = min(rng.randrange(1, 300 * KiB), size - offset)
+            if rng.random() < 0.3:
+                await flt.write_zeroes(offset, length)
+            else:
+                await flt.write(offset, rng.randbytes(length))
+            await trio.sleep(rng.random() * 0.01)
+
+    # Background mode: two guests at once.  Write-blocking: one, since the
+    # filter writes the source before telling the job, and two overlapping
+    # guest writes could then reach the target in the other order.
+    async with trio.open_nursery() as nursery:
+        for _ in range(2 if copy_mode == "background" else 1):
+            nursery.start_soon(guest, 150)
+    # Copies overlapped each other.
+    assert src.max_active > 1
+    assert dst.max_active > 2
+    await complete(client)
+    assert bytes(dst.data) == bytes(src.data)
+
+
+async def test_pause_drains_requests_in_flight(
+    client: Transcript, app: App, autojump_clock: MockClock
+) -> None:
+    rng = random.Random(1)
+    src = add_mem(app, "src", 8 * MiB, rng, fill=1.0)
+    dst = add_mem(app, "dst", 8 * MiB, rng, fill=0.0)
+    dst.gate = gate = trio.Event()
+    job = await start(client, app, granularity=64 * KiB)
+    src.job = dst.job = job
+    await dst.until_active(4)
+    client.take()
+    assert await client.cmd("job-pause", id="m") == {}
+    # Busy with its own requests: it cannot be paused yet.
+    [info] = await client.cmd("query-jobs")
+    assert info["status"] == "running"
+    gate.set()
+    await client.until("JSC paused")
+    assert src.active == dst.active == 0
+    seen = src.requests + dst.requests
+    await trio.sleep(10)
+    assert src.requests + dst.requests == seen
+    assert src.violations == dst.violations == []
+    assert await client.cmd("job-resume", id="m") == {}
+    await complete(client)
+    assert bytes(dst.data) == bytes(src.data)
+
+
+async def test_report_error_waits_for_the_other_requests(
+    client: Transcript, app: App, autojump_clock: MockClock
+) -> None:
+    rng = random.Random(2)
+    add_mem(app, "src", 8 * MiB, rng, fill=1.0)
+    dst = add_mem(app, "dst", 8 * MiB, rng, fill=0.0)
+    dst.gate = gate = trio.Event()
+    dst.fail_at = 3 * MiB + 5
+    job = await start(client, app, granularity=64 * KiB)
+    dst.job = job
+    await dst.until_active(8)
+    gate.set()
+    await client.until("JSC null")
+    assert client.event("BLOCK_JOB_ERROR") == {
+        "device": "m", "operation": "write", "action": "report",
+    }  # fmt: skip
+    assert client.event("BLOCK_JOB_COMPLETED")["error"] == "Input/output error"
+    # Every other request in flight finished (none was cancelled) before
+    # the job failed: none was in flight once it was aborting.
+    assert dst.completed == dst.started - {3 * MiB}
+    assert dst.violations == []
+
+
+@pytest.mark.parametrize("policy", ["ignore", "stop"])
+async def test_one_failed_request_among_many(
+    client: Transcript, app: App, autojump_clock: MockClock, policy: str
+) -> None:
+    rng = random.Random(3)
+    src = add_mem(app, "src", 8 * MiB, rng, fill=0.8)
+    dst = add_mem(app, "dst", 8 * MiB, rng, fill=0.2)
+    dst.fail_at = 5 * MiB + 100
+    job = await start(client, app, granularity=64 * KiB, on_target_error=policy)
+    src.job = job
+    if policy == "stop":
+        await client.until("JSC paused")
+        assert src.active == dst.active == 0
+        assert client.event("BLOCK_JOB_ERROR")["action"] == "stop"
+        assert await client.cmd("job-resume", id="m") == {}
+    await complete(client)
+    assert client.event("BLOCK_JOB_ERROR")["action"] == policy
+    assert dst.max_active > 2
+    assert src.violations == []
+    assert bytes(dst.data) == bytes(src.data)
