@@ -27,6 +27,7 @@ from .file import FileNode
 from .graph import BlockGraph
 from .node import BlockNode, CommonOptions
 from .null import NullAioNode, NullNode
+from .qcow2.open import open_qcow2
 from .raw import RawNode
 
 _Builder = Callable[["_Build", str, CommonOptions, dict[str, Any]], BlockNode]
@@ -164,6 +165,7 @@ DRIVERS: dict[str, _Builder] = {
     "file": _file,
     "null-co": _null(NullNode),
     "null-aio": _null(NullAioNode),
+    "qcow2": open_qcow2,
     "raw": _raw,
 }
 

@@ -72,7 +72,7 @@ async def test_add_query_del(qmp: QMPPair, image: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "desc"),
     [
-        ({"driver": "qcow2", "node-name": "x"}, "Unknown driver 'qcow2'"),
+        ({"driver": "vdi", "node-name": "x"}, "Unknown driver 'vdi'"),
         ({"driver": "nope", "node-name": "x"}, "Parameter 'driver' does not accept value 'nope'"),
         ({"driver": "null-co"}, "'node-name' must be specified for the root node"),
         ({"driver": "null-co", "node-name": "1bad"}, "Invalid node-name: '1bad'"),

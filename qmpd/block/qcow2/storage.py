@@ -1,0 +1,135 @@
+"""The qcow2 driver's view of its ``file`` child: bytes at offsets.
+
+Two paths.  The async one goes through the child node like any parent's
+I/O, and grows the file first when a write reaches past its end (a block
+node refuses writes outside its size).  The synchronous one serves the few
+places where the block layer gives qmpd no event loop to wait in: opening
+a node (``blockdev-add`` builds nodes synchronously) and closing one.  It
+reaches the host file through ``raw`` windows with positional I/O, which
+never blocks the event loop for longer than a page-cache copy; any other
+child is refused at open with a clear error.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from ...errors import GenericError
+from ..file import FileNode
+from ..node import BlockNode
+from ..raw import RawNode
+
+
+class Storage:
+    """Async byte access to the image file (the node's ``file`` child)."""
+
+    def __init__(self, node: BlockNode) -> None:
+        self.node = node
+
+    @property
+    def size(self) -> int:
+        return self.node.size
+
+    async def read(self, offset: int, length: int) -> bytes:
+        """Read; bytes past the end of the file read as zero (a qcow2 image
+        may reference a cluster whose tail was never written)."""
+        end = min(offset + length, self.node.size)
+        data = await self.node.read(offset, end - offset) if end > offset else b""
+        return data + bytes(length - len(data))
+
+    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        end = offset + len(data)
+        if end > self.node.size:
+            await self.node.truncate(end)
+        await self.node.write(offset, bytes(data))
+
+    async def ensure_size(self, size: int) -> None:
+        if size > self.node.size:
+            await self.node.truncate(size)
+
+    async def flush(self) -> None:
+        await self.node.flush()
+
+
+def _host_file(node: BlockNode) -> tuple[FileNode, int]:
+    base = 0
+    while isinstance(node, RawNode):
+        base += node.offset
+        node = node.file
+    if not isinstance(node, FileNode):
+        raise GenericError(
+            f"qcow2 in qmpd needs a 'file' node (or 'raw' over one) below it, not '{node.driver}'"
+        )
+    return node, base
+
+
+def check_sync_capable(node: BlockNode) -> None:
+    """Raise GenericError unless :func:`pread_now` can serve ``node``."""
+    _host_file(node)
+
+
+_ALIGN = 4096  # enough for O_DIRECT on the block devices and file systems seen
+
+
+def _pread_host(host: FileNode, offset: int, length: int) -> bytes:
+    if not host.options.cache_direct:
+        return os.pread(host.fd, length, offset)
+    # O_DIRECT: aligned offset, length and memory (an mmap is page-aligned).
+    start = offset // _ALIGN * _ALIGN
+    end = -(-(offset + length) // _ALIGN) * _ALIGN
+    with mmap.mmap(-1, end - start) as buf:
+        done = os.preadv(host.fd, [buf], start)
+        return bytes(buf[offset - start : min(done, offset - start + length)])
+
+
+def _pwrite_host(host: FileNode, offset: int, data: bytes) -> None:
+    if not host.options.cache_direct:
+        os.pwrite(host.fd, data, offset)
+        return
+    start = offset // _ALIGN * _ALIGN
+    end = -(-(offset + len(data)) // _ALIGN) * _ALIGN
+    with mmap.mmap(-1, end - start) as buf:
+        os.preadv(host.fd, [buf], start)
+        buf[offset - start : offset - start + len(data)] = data
+        os.pwritev(host.fd, [buf], start)
+
+
+def pread_now(node: BlockNode, offset: int, length: int) -> bytes:
+    """Read without an event loop; past the end reads as zero.
+
+    Raises GenericError when the child is not a host file.
+    """
+    host, base = _host_file(node)
+    end = min(offset + length, node.size)
+    data = b""
+    if end > offset:
+        try:
+            data = _pread_host(host, base + offset, end - offset)
+        except OSError as exc:
+            raise GenericError(f"Could not read qcow2 header: {exc.strerror}") from None
+    return data + bytes(length - len(data))
+
+
+def pwrite_and_sync_now(node: BlockNode, offset: int, data: bytes, *, sync_first: bool) -> bool:
+    """Write within the file's current size without an event loop; with
+    ``sync_first`` make earlier writes durable first.  Returns False (and
+    writes nothing) when that is not possible here."""
+    try:
+        host, base = _host_file(node)
+    except GenericError:
+        return False
+    if host.closed or offset + len(data) > node.size:
+        return False
+    try:
+        if sync_first and not host.options.cache_no_flush:
+            os.fdatasync(host.fd)
+        _pwrite_host(host, base + offset, data)
+        if not host.options.cache_no_flush:
+            os.fdatasync(host.fd)
+    except OSError:
+        return False
+    return True
+
+
+__all__ = ["Storage", "check_sync_capable", "pread_now", "pwrite_and_sync_now"]

@@ -1,0 +1,96 @@
+"""The L1 table and a cache of L2 tables.
+
+The L1 table lives in memory whole (QEMU does the same; 32 MiB at most).
+L2 tables are read on demand into a small LRU cache of integer arrays.
+Entries are written through, eight bytes at a time, so the file always
+holds what the cache holds; the only ordering the caller has to get right
+is "a table's content before the entry that points at it" and "a
+cluster's data before the L2 entry that maps it".
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections import OrderedDict
+
+from .format import OFFSET_MASK
+from .storage import Storage
+
+#: Bytes of L2 tables kept in memory.
+L2_CACHE_BYTES = 32 * 1024 * 1024
+
+
+def decode_u64(data: bytes) -> array[int]:
+    table = array("Q", data)
+    if sys.byteorder == "little":
+        table.byteswap()
+    return table
+
+
+def encode_u64(table: array[int] | list[int]) -> bytes:
+    out = array("Q", table)
+    if sys.byteorder == "little":
+        out.byteswap()
+    return out.tobytes()
+
+
+class Tables:
+    """L1 in memory and cached L2 tables of one image."""
+
+    def __init__(self, store: Storage, cluster_bits: int, l1_offset: int, l1: array[int]) -> None:
+        self.store = store
+        self.cluster_bits = cluster_bits
+        self.cluster_size = 1 << cluster_bits
+        self.l2_entries = self.cluster_size // 8
+        self.l1_offset = l1_offset
+        self.l1 = l1
+        self._cache: OrderedDict[int, array[int]] = OrderedDict()
+        self._capacity = max(4, L2_CACHE_BYTES // self.cluster_size)
+
+    def split(self, guest_cluster: int) -> tuple[int, int]:
+        """(L1 index, L2 index) of a guest cluster."""
+        return divmod(guest_cluster, self.l2_entries)
+
+    def l2_offset(self, l1_index: int) -> int:
+        if l1_index >= len(self.l1):
+            return 0
+        return self.l1[l1_index] & OFFSET_MASK
+
+    async def l2_table(self, offset: int) -> array[int]:
+        table = self._cache.get(offset)
+        if table is None:
+            table = decode_u64(await self.store.read(offset, self.cluster_size))
+            self._cache[offset] = table
+            if len(self._cache) > self._capacity:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(offset)
+        return table
+
+    async def entry(self, guest_cluster: int) -> int:
+        """The raw L2 entry of a guest cluster (0 when it has no L2 table)."""
+        l1_index, l2_index = self.split(guest_cluster)
+        offset = self.l2_offset(l1_index)
+        if not offset:
+            return 0
+        return (await self.l2_table(offset))[l2_index]
+
+    async def set_entry(self, l2_offset: int, l2_index: int, value: int) -> None:
+        table = await self.l2_table(l2_offset)
+        table[l2_index] = value
+        await self.store.write(l2_offset + l2_index * 8, struct.pack(">Q", value))
+
+    async def install_l2(self, l1_index: int, offset: int, table: array[int]) -> None:
+        """Write a new L2 table, then the L1 entry pointing at it."""
+        await self.store.write(offset, encode_u64(table))
+        self._cache[offset] = table
+        self.l1[l1_index] = offset | (1 << 63)  # COPIED: a fresh table has one user
+        await self.store.write(self.l1_offset + l1_index * 8, struct.pack(">Q", self.l1[l1_index]))
+
+    def forget(self, offset: int) -> None:
+        self._cache.pop(offset, None)
+
+
+__all__ = ["L2_CACHE_BYTES", "Tables", "decode_u64", "encode_u64"]
