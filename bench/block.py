@@ -31,7 +31,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import BenchError, _readline, connect, pipelined, query_version
+from bench.options import add_common_arguments, progress_log, selected_daemons
 from bench.stats import median, table
 from tests.support.daemons import (
     QEMU_NEW,
@@ -377,27 +377,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=d.rounds)
     parser.add_argument("--nodes", type=int, default=d.nodes, help="null-co nodes per round")
     parser.add_argument("--writes", type=int, default=d.writes, help="1 MiB writes per round")
-    parser.add_argument(
-        "--daemons",
-        default=",".join(DAEMONS),
-        help=f"comma-separated subset of {','.join(DAEMONS)}",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where the raw results go")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_common_arguments(parser, DAEMONS, RESULTS)
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [n for n in args.daemons.split(",") if n]
-    unknown = set(names) - set(DAEMONS)
-    if unknown:
-        print(f"unknown daemon(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+    names = selected_daemons(args, DAEMONS)
+    if names is None:
         return 2
     params = BlockParams(rounds=args.rounds, nodes=args.nodes, writes=args.writes)
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    report = run(params, names, log=None if args.quiet else log)
+    report = run(params, names, log=progress_log(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))

@@ -24,22 +24,22 @@ import argparse
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.options import add_common_arguments, progress_log, selected_daemons
 from bench.stats import table
-from tests.support.daemons import DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
+from tests.support.daemons import REPO, DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
 
 __all__ = ["CASES", "add_arguments", "main", "run"]
 
 MiB = 1 << 20
 GiB = 1 << 30
 CASES = ("fresh", "zero-allocated", "unmap")
-RESULTS = Path(tempfile.gettempdir()) / "qmpd-bench-mirror.json"
+RESULTS = REPO / "bench-results" / "mirror.json"
 TIMEOUT = 600.0
 
 
@@ -250,22 +250,16 @@ def render(report: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-gib", type=float, default=4.0, help="source size (GiB)")
     parser.add_argument("--percent", type=float, default=5.0, help="data share of the source")
-    parser.add_argument("--daemons", default="qmpd,qsd-new", help="subset of qmpd,qsd-new")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where the raw results go")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_common_arguments(parser, ("qmpd", "qsd-new"), RESULTS)
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [n for n in args.daemons.split(",") if n]
-    if set(names) - {"qmpd", "qsd-new"}:
-        print("daemons: qmpd, qsd-new", file=sys.stderr)
+    names = selected_daemons(args, ("qmpd", "qsd-new"))
+    if names is None:
         return 2
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     size = int(args.size_gib * GiB) // MiB * MiB
-    report = run(names, size, args.percent, log=None if args.quiet else log)
+    report = run(names, size, args.percent, log=progress_log(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))

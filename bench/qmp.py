@@ -23,11 +23,9 @@ import contextlib
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.client import (
@@ -40,6 +38,7 @@ from bench.client import (
     round_trips,
     sessions,
 )
+from bench.options import add_common_arguments, progress_log, selected_daemons
 from bench.stats import median, percentile, table
 from tests.support.daemons import (
     REPO,
@@ -420,20 +419,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.duration,
         help="seconds per concurrent-sessions measurement",
     )
-    parser.add_argument(
-        "--daemons",
-        default=",".join(DAEMONS),
-        help=f"comma-separated subset of {','.join(DAEMONS)}",
-    )
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where the raw results go")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_common_arguments(parser, DAEMONS, RESULTS)
 
 
 def main(args: argparse.Namespace) -> int:
-    names = [n for n in args.daemons.split(",") if n]
-    unknown = set(names) - set(DAEMONS)
-    if unknown:
-        print(f"unknown daemon(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+    names = selected_daemons(args, DAEMONS)
+    if names is None:
         return 2
     params = QmpParams(
         rounds=args.rounds,
@@ -443,10 +434,7 @@ def main(args: argparse.Namespace) -> int:
         duration=args.duration,
     )
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    report = run(params, names, log=None if args.quiet else log)
+    report = run(params, names, log=progress_log(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))

@@ -1,0 +1,47 @@
+"""Command-line options every benchmark shares: which daemons, where the
+raw results go, and whether to print progress."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Log = Callable[[str], None] | None
+
+
+def add_common_arguments(
+    parser: argparse.ArgumentParser, daemons: Sequence[str], results: Path
+) -> None:
+    parser.add_argument(
+        "--daemons",
+        default=",".join(daemons),
+        help=f"comma-separated subset of {','.join(daemons)}",
+    )
+    parser.add_argument("--json", type=Path, default=results, help="where the raw results go")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def selected_daemons(args: argparse.Namespace, daemons: Sequence[str]) -> list[str] | None:
+    """The daemons asked for, or None (after saying why) when one is unknown."""
+    names = [n for n in args.daemons.split(",") if n]
+    unknown = set(names) - set(daemons)
+    if unknown:
+        print(f"unknown daemon(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return None
+    return names
+
+
+def progress_log(args: argparse.Namespace) -> Log:
+    """Progress lines on stderr, unless --quiet."""
+    if args.quiet:
+        return None
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+__all__ = ["Log", "add_common_arguments", "progress_log", "selected_daemons"]
