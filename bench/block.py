@@ -39,18 +39,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import BenchError, _readline, connect, pipelined, query_version
-from bench.options import add_common_arguments, progress_log, selected_daemons
+from bench.options import (
+    DAEMONS,
+    add_common_arguments,
+    find_kinds,
+    progress_log,
+    selected_daemons,
+)
 from bench.stats import median, table
 from tests.support.daemons import (
     QEMU_NEW,
     REPO,
     Daemon,
-    DaemonKind,
-    qmpd_kind,
-    qsd72_kind,
-    qsd_new_kind,
     running,
-    why_missing,
 )
 
 __all__ = [
@@ -66,7 +67,6 @@ __all__ = [
     "run",
 ]
 
-DAEMONS = ("qmpd", "qsd-7.2", "qsd-new")
 RESULTS = REPO / "bench-results" / "block.json"
 MiB = 1 << 20
 
@@ -210,19 +210,6 @@ def _qemu_io_binaries() -> dict[str, list[str]]:
     return found
 
 
-def _kinds(names: Sequence[str]) -> tuple[list[DaemonKind], dict[str, str]]:
-    kinds: list[DaemonKind] = []
-    skipped: dict[str, str] = {}
-    finders = {"qmpd": qmpd_kind, "qsd-7.2": qsd72_kind, "qsd-new": qsd_new_kind}
-    for name in names:
-        kind = finders[name]()
-        if kind is None:
-            skipped[name] = why_missing(name)
-        else:
-            kinds.append(kind)
-    return kinds, skipped
-
-
 @contextlib.contextmanager
 def _workdir() -> Iterator[str]:
     # Under /tmp: QSD 11.1 runs chrooted and sees /tmp only.
@@ -248,7 +235,7 @@ def run(params: BlockParams, names: Sequence[str], log: Log | None = None) -> di
     """Both measurements; the report as a JSON-able dict."""
     started = time.perf_counter()
     say = log or (lambda _msg: None)
-    kinds, skipped = _kinds(names)
+    kinds, skipped = find_kinds(names)
     nodes: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         nodes[kind.name] = {"rounds": []}

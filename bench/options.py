@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tests.support.daemons import DaemonKind, qmpd_kind, qsd72_kind, qsd_new_kind, why_missing
+
 Log = Callable[[str], None] | None
 
 
@@ -44,4 +46,29 @@ def progress_log(args: argparse.Namespace) -> Log:
     return log
 
 
-__all__ = ["Log", "add_common_arguments", "progress_log", "selected_daemons"]
+#: Every daemon a benchmark can compare, by the names --daemons takes.
+DAEMONS = ("qmpd", "qsd-7.2", "qsd-new")
+
+
+def find_kinds(names: Sequence[str]) -> tuple[list[DaemonKind], dict[str, str]]:
+    """The daemons named that are present, and why each missing one is."""
+    finders = {"qmpd": qmpd_kind, "qsd-7.2": qsd72_kind, "qsd-new": qsd_new_kind}
+    kinds: list[DaemonKind] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        kind = finders[name]()
+        if kind is None:
+            skipped[name] = why_missing(name)
+        else:
+            kinds.append(kind)
+    return kinds, skipped
+
+
+__all__ = [
+    "DAEMONS",
+    "Log",
+    "add_common_arguments",
+    "find_kinds",
+    "progress_log",
+    "selected_daemons",
+]

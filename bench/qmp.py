@@ -38,17 +38,19 @@ from bench.client import (
     round_trips,
     sessions,
 )
-from bench.options import add_common_arguments, progress_log, selected_daemons
+from bench.options import (
+    DAEMONS,
+    add_common_arguments,
+    find_kinds,
+    progress_log,
+    selected_daemons,
+)
 from bench.stats import median, percentile, table
 from tests.support.daemons import (
     REPO,
     Daemon,
     DaemonKind,
-    qmpd_kind,
-    qsd72_kind,
-    qsd_new_kind,
     running,
-    why_missing,
 )
 
 __all__ = [
@@ -66,7 +68,6 @@ __all__ = [
     "summarize",
 ]
 
-DAEMONS = ("qmpd", "qsd-7.2", "qsd-new")
 RESULTS = REPO / "bench-results" / "qmp.json"
 
 # The goals qmpd is measured against (ratios are qmpd / QSD).
@@ -178,19 +179,6 @@ class Target:
         return len(self.many.sockets) == 1
 
 
-def _kinds(names: Sequence[str]) -> tuple[list[DaemonKind], dict[str, str]]:
-    kinds: list[DaemonKind] = []
-    skipped: dict[str, str] = {}
-    found = {"qmpd": qmpd_kind(), "qsd-7.2": qsd72_kind(), "qsd-new": qsd_new_kind()}
-    for name in names:
-        kind = found[name]
-        if kind is None:
-            skipped[name] = why_missing(name)
-        else:
-            kinds.append(kind)
-    return kinds, skipped
-
-
 @contextlib.contextmanager
 def _targets(
     kinds: Sequence[DaemonKind], params: QmpParams, skipped: dict[str, str]
@@ -277,7 +265,7 @@ def run(
     log: Any = None,
 ) -> dict[str, Any]:
     """Measure every available daemon; the report that ``render`` prints and JSON keeps."""
-    kinds, skipped = _kinds(daemons)
+    kinds, skipped = find_kinds(daemons)
     started = time.time()
     report: dict[str, Any] = {
         "benchmark": "qmp",
