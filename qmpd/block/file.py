@@ -19,6 +19,12 @@ drop the unaligned head and tail (discarding is advisory), as QEMU's
 bdrv_co_pdiscard does.  A file system that refuses O_DIRECT fails the open
 with QEMU's "filesystem does not support O_DIRECT".
 
+A copy between two host files (:meth:`BlockNode.copy_to`) is one
+``copy_file_range`` in a worker thread: the data never enters Python, and
+a file system that shares extents makes it a reflink.  ``write_behind``
+starts writeback (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) for a caller
+that will flush soon.
+
 Block status asks the file system with ``lseek(SEEK_DATA/SEEK_HOLE)``: a
 hole reads as zero (a promise the kernel keeps), everything else is data.
 Zero writes, when unmapping is allowed, punch holes
@@ -85,6 +91,10 @@ FALLOC_FL_ZERO_RANGE = 0x10
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _libc.fallocate.restype = ctypes.c_int
+_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_libc.sync_file_range.restype = ctypes.c_int
+#: sync_file_range(2): start writeback of the range's dirty pages, do not wait.
+SYNC_FILE_RANGE_WRITE = 0x2
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
@@ -352,6 +362,69 @@ class FileNode(BlockNode):
             # Discard is advisory: a file system without holes just keeps the data.
             if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                 raise BlockIOError(exc.errno or errno.EIO) from None
+
+    def _host_file(self, offset: int) -> tuple[BlockNode, int] | None:
+        # O_DIRECT files keep to the aligned paths (and have no dirty pages).
+        return (self, offset) if self.alignment is None else None
+
+    def _host_target(self, offset: int) -> tuple[BlockNode, int, bool] | None:
+        if self.read_only or self.alignment is not None:
+            return None
+        return self, offset, self.options.detect_zeroes != "off"
+
+    async def _copy_in(
+        self,
+        src: BlockNode,
+        src_offset: int,
+        offset: int,
+        length: int,
+        inspect: bool,
+    ) -> bool:
+        if not isinstance(src, FileNode):
+            return False
+        ZERO_FILLED.forget(self._key)
+        return await trio.to_thread.run_sync(
+            self._copy_sync, src.fd, src_offset, offset, length, inspect
+        )
+
+    def _copy_sync(
+        self,
+        src_fd: int,
+        src_offset: int,
+        offset: int,
+        length: int,
+        inspect: bool,
+    ) -> bool:
+        """The worker thread's copy (see BlockNode.copy_to).  Past the
+        source's end it writes zeroes (it shrank under us; reads there see
+        zeroes too).  False on any error: EXDEV, EOPNOTSUPP... or a real
+        I/O error, which the caller's read and write meet and report."""
+        try:
+            if inspect:
+                data = os.pread(src_fd, length, src_offset)
+                data += bytes(length - len(data))
+                if data == bytes(length):
+                    return False
+                self._pwrite_all(data, offset)
+            else:
+                done = 0
+                while done < length:
+                    n = os.copy_file_range(
+                        src_fd, self.fd, length - done, src_offset + done, offset + done
+                    )
+                    if n == 0:
+                        self._pwrite_all(bytes(length - done), offset + done)
+                        break
+                    done += n
+        except OSError:
+            return False
+        return True
+
+    async def _start_writeback(self, offset: int, length: int) -> None:
+        # In a thread: with the device's queue full, starting I/O waits.
+        await trio.to_thread.run_sync(
+            _libc.sync_file_range, self.fd, offset, length, SYNC_FILE_RANGE_WRITE
+        )
 
     async def _flush(self) -> None:
         try:

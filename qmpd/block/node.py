@@ -202,6 +202,50 @@ class BlockNode:
             return
         await self._discard(offset, length)
 
+    async def copy_to(self, offset: int, length: int, target: BlockNode) -> bool:
+        """Copy ``[offset, offset+length)`` to the same bytes of ``target``
+        in one step below qmpd's event loop, if both nodes can.
+
+        Possible when both resolve, byte for byte, to host files
+        (:meth:`_host_file`, :meth:`_host_target`).  The kernel then
+        copies (``copy_file_range``: in the page cache, or a reflink on a
+        file system that shares extents); a target that must see the data
+        (``detect-zeroes``) gets it read and written by a worker thread,
+        which hands all-zero data back to the caller.
+
+        Returns False when not done that way: not possible, all-zero data
+        for a ``detect-zeroes`` target, or a copy that failed part way
+        (the target range may then hold anything).  The caller then reads
+        and writes, which applies every node's rules and reports an error
+        as a read or a write error.  Range and permission checks as
+        :meth:`write`.
+        """
+        target._check_writable()
+        self._check_range(offset, length)
+        target._check_range(offset, length)
+        if length == 0:
+            return True
+        src = self._host_file(offset)
+        dst = target._host_target(offset)
+        if src is None or dst is None:
+            return False
+        node, host_offset, inspect = dst
+        return await node._copy_in(src[0], src[1], host_offset, length, inspect)
+
+    async def write_behind(self, offset: int, length: int) -> None:
+        """Start writing the range's completed writes to storage, without
+        waiting: a hint for a caller that will flush soon and wants the
+        storage busy meanwhile.  A node whose bytes are not in one host
+        file byte for byte (a format driver) passes the hint on to its
+        whole ``file`` child.  Changes no data, raises nothing."""
+        if length <= 0:
+            return
+        host = self._host_file(offset)
+        if host is not None:
+            await host[0]._start_writeback(host[1], length)
+        elif (child := self.children.get("file")) is not None:
+            await child.write_behind(0, child.size)
+
     async def flush(self) -> None:
         """Make completed writes durable (a no-op with ``cache.no-flush``).
 
@@ -280,6 +324,32 @@ class BlockNode:
 
     async def _discard(self, offset: int, length: int) -> None:
         return None
+
+    def _host_file(self, offset: int) -> tuple[BlockNode, int] | None:
+        """The host file node, and the offset in it, holding this node's
+        bytes from ``offset`` on, byte for byte; None if there is none."""
+        return None
+
+    def _host_target(self, offset: int) -> tuple[BlockNode, int, bool] | None:
+        """Like :meth:`_host_file`, for writes: where data written at
+        ``offset`` lands unchanged, and whether some node on the way looks
+        at it (``detect-zeroes``: zero data must take the normal path);
+        None when there is no such place or the node cannot be written."""
+        return None
+
+    async def _start_writeback(self, offset: int, length: int) -> None:
+        """A host file's half of :meth:`write_behind`."""
+
+    async def _copy_in(
+        self,
+        src: BlockNode,
+        src_offset: int,
+        offset: int,
+        length: int,
+        inspect: bool,
+    ) -> bool:
+        """Copy from host node ``src`` into this host node (see :meth:`copy_to`)."""
+        return False
 
     async def _flush(self) -> None:
         return None

@@ -84,6 +84,16 @@ class RawNode(BlockNode):
     async def _flush(self) -> None:
         await self.file.flush()
 
+    def _host_file(self, offset: int) -> tuple[BlockNode, int] | None:
+        return self.file._host_file(self.offset + offset)
+
+    def _host_target(self, offset: int) -> tuple[BlockNode, int, bool] | None:
+        below = None if self.read_only else self.file._host_target(self.offset + offset)
+        if below is None:
+            return None
+        node, host_offset, inspect = below
+        return node, host_offset, inspect or self.options.detect_zeroes != "off"
+
     async def _truncate(self, size: int) -> None:
         if self.fixed_size is not None:
             raise BlockIOError(errno.ENOTSUP, "Cannot resize fixed-size raw disks")
