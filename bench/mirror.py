@@ -10,7 +10,7 @@ The issue's benchmark: a sparse raw source (default 4 GiB, 5% data in
 (c) ``unmap``: the same kind of allocated target, opened with
     ``discard: unmap`` and ``detect-zeroes: unmap``.
 
-For each daemon and case: seconds from sending ``blockdev-mirror`` to
+For each daemon and case (medians over ``--rounds``): seconds from sending ``blockdev-mirror`` to
 ``BLOCK_JOB_READY``; bytes the daemon wrote (``write_bytes`` of
 /proc/PID/io, i.e. what reached the page cache/storage, and ``wchar``,
 what went through write system calls) from the mirror's start to its
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.options import add_common_arguments, progress_log, selected_daemons
-from bench.stats import table
+from bench.stats import median, table
 from tests.support.daemons import REPO, DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
 
 __all__ = ["CASES", "add_arguments", "main", "run"]
@@ -104,6 +104,12 @@ def proc_io(pid: int) -> dict[str, int]:
     return out
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_source(path: Path, size: int, percent: float) -> int:
     """A sparse file with ``percent`` % of ``size`` as 1 MiB data extents,
     evenly spread; returns the data bytes."""
@@ -151,12 +157,14 @@ def one_case(
     )  # fmt: skip
     client.execute("blockdev-add", **target)
     before = proc_io(pid)
+    cpu0 = proc_cpu(pid)
     t0 = time.perf_counter()
     client.execute(
         "blockdev-mirror", device="src", target="dst", sync="full", **{"job-id": "m"}, **mirror
     )
     client.wait("BLOCK_JOB_READY")
     ready = time.perf_counter() - t0
+    cpu = proc_cpu(pid) - cpu0
     stats = None
     for job in client.execute("query-block-jobs"):
         stats = job.get("x-zero-stats")
@@ -167,6 +175,7 @@ def one_case(
     client.execute("blockdev-del", **{"node-name": "src"})
     result = {
         "ready_s": ready,
+        "cpu_s": cpu,
         "write_bytes": after["write_bytes"] - before["write_bytes"],
         "wchar": after["wchar"] - before["wchar"],
         "allocated": dst.stat().st_blocks * 512,
@@ -176,30 +185,40 @@ def one_case(
     return result
 
 
-def run(names: Sequence[str], size: int, percent: float, log: Any = None) -> dict[str, Any]:
+def run(
+    names: Sequence[str], size: int, percent: float, rounds: int = 3, log: Any = None
+) -> dict[str, Any]:
+    """``rounds`` rounds; in each, every daemon runs every case.  Daemons
+    alternate round by round, so a burst of load elsewhere on the machine
+    hits both rather than one."""
     found: dict[str, DaemonKind | None] = {"qmpd": qmpd_kind(), "qsd-new": qsd_new_kind()}
-    report: dict[str, Any] = {"size": size, "percent": percent, "daemons": {}, "skipped": {}}
+    report: dict[str, Any] = {
+        "size": size, "percent": percent, "rounds": rounds, "daemons": {}, "skipped": {},
+    }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="qmpd-bench-mirror-", dir="/tmp"))
     try:
         src = work / "src.img"
         report["source_data"] = make_source(src, size, percent)
         report["source_allocated"] = src.stat().st_blocks * 512
         for name in names:
-            kind = found[name]
-            if kind is None:
+            if found[name] is None:
                 report["skipped"][name] = why_missing(name)
-                continue
-            with running(kind) as daemon:
-                client = Client(daemon.sockets[0])
-                try:
-                    results = {}
-                    for case in CASES:
-                        if log:
-                            log(f"{name}: {case}")
-                        results[case] = one_case(client, daemon.proc.pid, work, src, size, case)
-                finally:
-                    client.close()
-            report["daemons"][name] = results
+        present = [n for n in names if found[n] is not None]
+        for r in range(rounds):
+            for name in present if r % 2 == 0 else reversed(present):
+                kind = found[name]
+                assert kind is not None
+                with running(kind) as daemon:
+                    client = Client(daemon.sockets[0])
+                    try:
+                        for case in CASES:
+                            if log:
+                                log(f"round {r + 1}/{rounds} {name}: {case}")
+                            result = one_case(client, daemon.proc.pid, work, src, size, case)
+                            by_case = report["daemons"].setdefault(name, {})
+                            by_case.setdefault(case, []).append(result)
+                    finally:
+                        client.close()
     finally:
         for leftover in work.iterdir():
             leftover.unlink()
@@ -207,7 +226,16 @@ def run(names: Sequence[str], size: int, percent: float, log: Any = None) -> dic
     return report
 
 
-def _mib(n: int | None) -> str:
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds."""
+    out: dict[str, Any] = {}
+    for key in ("ready_s", "cpu_s", "write_bytes", "wchar", "allocated"):
+        out[key] = median([r[key] for r in results])
+    out["x-zero-stats"] = results[-1]["x-zero-stats"]
+    return out
+
+
+def _mib(n: float | None) -> str:
     return "-" if n is None else f"{n / MiB:.1f}"
 
 
@@ -216,31 +244,37 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"source: {report['size'] / GiB:.1f} GiB raw, {report['percent']}% data in 1 MiB "
         f"extents ({_mib(report['source_data'])} MiB data, "
-        f"{_mib(report['source_allocated'])} MiB allocated)",
+        f"{_mib(report['source_allocated'])} MiB allocated); medians of "
+        f"{report['rounds']} rounds",
     ]
     rows = []
+    medians = {n: {c: summary(rs) for c, rs in by_case.items()} for n, by_case in daemons.items()}
     for case in CASES:
-        for name, results in daemons.items():
+        for name, results in medians.items():
             r = results[case]
             zs = r["x-zero-stats"]
+            spread = sorted(x["ready_s"] for x in daemons[name][case])
             rows.append([
-                case, name, f"{r['ready_s']:.3f}", _mib(r["write_bytes"]), _mib(r["wchar"]),
+                case, name, f"{r['ready_s']:.3f}", f"{spread[0]:.3f}-{spread[-1]:.3f}",
+                f"{r['cpu_s']:.2f}",
+                _mib(r["write_bytes"]), _mib(r["wchar"]),
                 _mib(r["allocated"]),
                 "-" if zs is None else f"{_mib(zs['copied'])}/{_mib(zs['zeroed'])}/"
                 f"{_mib(zs['skipped'])}",
             ])  # fmt: skip
         if {"qmpd", "qsd-new"} <= set(daemons):
-            a, b = daemons["qmpd"][case], daemons["qsd-new"][case]
+            a, b = medians["qmpd"][case], medians["qsd-new"][case]
 
             def ratio(key: str, a: dict[str, Any] = a, b: dict[str, Any] = b) -> str:
                 return f"{a[key] / b[key]:.2f}" if b[key] else ("=" if a[key] == 0 else "inf")
 
             rows.append([
-                case, "qmpd/qsd", ratio("ready_s"), ratio("write_bytes"), ratio("wchar"),
+                case, "qmpd/qsd", ratio("ready_s"), "", ratio("cpu_s"), ratio("write_bytes"),
+                ratio("wchar"),
                 ratio("allocated"), "",
             ])  # fmt: skip
-    header = ["case", "daemon", "ready s", "write_bytes MiB", "wchar MiB", "allocated MiB",
-              "copied/zeroed/skipped MiB"]  # fmt: skip
+    header = ["case", "daemon", "ready s", "min-max", "cpu s", "write_bytes MiB", "wchar MiB",
+              "allocated MiB", "copied/zeroed/skipped MiB"]  # fmt: skip
     lines.append(table(header, rows))
     for name, why in report["skipped"].items():
         lines.append(f"skipped {name}: {why}")
@@ -250,6 +284,7 @@ def render(report: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-gib", type=float, default=4.0, help="source size (GiB)")
     parser.add_argument("--percent", type=float, default=5.0, help="data share of the source")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, daemons alternating")
     add_common_arguments(parser, ("qmpd", "qsd-new"), RESULTS)
 
 
@@ -259,7 +294,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     size = int(args.size_gib * GiB) // MiB * MiB
-    report = run(names, size, args.percent, log=progress_log(args))
+    report = run(names, size, args.percent, max(1, args.rounds), log=progress_log(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(render(report))

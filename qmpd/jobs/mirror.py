@@ -39,8 +39,12 @@ clears it in the dirty bitmap, records it as in flight, asks the source's
 block status for it and starts one operation per piece in a nursery:
 a zero extent (skipped when the zero bits cover it, else a zero write with
 unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
-of data (read and written, bits cleared).  Then it goes on with the next
-window, so pieces of different dirty runs are in flight together.  At most
+of data (bits cleared; copied by the kernel when source and target are
+host files, see :meth:`BlockNode.copy_to`, else read and written).  Then
+it goes on with the next window, so pieces of different dirty runs are in
+flight together.  Before ready, every 16 MiB of data pieces starts the
+target's writeback (:meth:`MirrorJob._write_behind`), so that the flush
+before ready finds little left to write.  At most
 16 operations (QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes
 of data pieces, do I/O at once (a capacity limiter; at least one); the
 main task starts no new window while that many are started.  With a speed
@@ -82,9 +86,10 @@ Why this stays correct with several operations in flight:
 No dirty chunk and nothing in flight: flush the target, ``ready``
 (BLOCK_JOB_READY); the job keeps copying new writes until completed or
 cancelled.  Completion (``job-complete``, or a soft cancel of a ready
-job) leaves the loop when clean; ``prepare`` then pivots (completion only): the job lets go of the
-target and every guest disk on the filter moves onto the target.  ``clean``
-removes the filter (disks back on the source unless pivoted).
+job) leaves the loop when clean; ``prepare`` then pivots (completion
+only): the job lets go of the target and every guest disk on the filter
+moves onto the target.  ``clean`` removes the filter (disks back on the
+source unless pivoted).
 
 Errors follow ``on-source-error``/``on-target-error`` through
 :meth:`BlockJob.error_action`: ``report`` fails the job with the errno's
@@ -126,6 +131,9 @@ DEFAULT_BUF_SIZE = 16 * MiB
 MAX_IO_BYTES = MiB
 #: QEMU's MAX_IN_FLIGHT: copy operations running at once.
 MAX_IN_FLIGHT = 16
+#: Before ready, start the target's writeback after this many bytes of
+#: data pieces (see :meth:`MirrorJob._write_behind`).
+WRITE_BEHIND_BYTES = 16 * MiB
 #: Pause before retrying a range whose error the policy ignored (seconds).
 RETRY_DELAY = 0.01
 #: The op blocker text QEMU shows for nodes of a running mirror.
@@ -250,6 +258,10 @@ class MirrorJob(BlockJob):
         self._fatal: str | None = None
         self._pivoted = False
         self._replied = False
+        #: Bytes of data pieces started since writeback was last started.
+        self._unsynced = 0
+        #: Set when the running write-behind (if any) is over.
+        self._writeback: trio.Event | None = None
 
     # -- set-up and tear-down (graph changes) --------------------------------
 
@@ -560,6 +572,26 @@ class MirrorJob(BlockJob):
         self._ops.extend(pieces)
         for op in pieces:
             nursery.start_soon(self._run_op, op)
+        self._unsynced += sum(op.length for op in pieces if not op.zero)
+        if self._unsynced >= WRITE_BEHIND_BYTES and self._writeback is None and not self.is_ready:
+            self._unsynced = 0
+            self._writeback = trio.Event()
+            nursery.start_soon(self._write_behind, self._writeback)
+
+    async def _write_behind(self, done: trio.Event) -> None:
+        """Get the target's storage writing what the copy wrote so far.
+
+        The target is flushed before ready, and a flush that finds the whole
+        copy still in the page cache takes as long as writing it out (on
+        this machine ~0.4 s for 200 MiB, as long as the copy itself).
+        Started every WRITE_BEHIND_BYTES, one at a time, writeback runs
+        beside the copy instead of after it.  A hint: it changes no data.
+        """
+        try:
+            await self.target.write_behind(0, self.target.size)
+        finally:
+            self._writeback = None
+            done.set()
 
     async def _run_op(self, op: _Op) -> None:
         """One operation: waits for a slot, then one request (a zero write or
@@ -582,10 +614,12 @@ class MirrorJob(BlockJob):
         self._op_done = trio.Event()
 
     async def _drain(self) -> None:
-        """Wait until none of the job's operations is in flight (guest
-        write-throughs may be: they are the guest's requests)."""
+        """Wait until none of the job's operations, nor a write-behind, is
+        in flight (guest write-throughs may be: they are the guest's)."""
         while self._job_ops():
             await self._op_done.wait()
+        if self._writeback is not None:
+            await self._writeback.wait()
 
     def _update_remaining(self) -> None:
         pending = sum(op.length - op.done for op in self._job_ops())
@@ -630,6 +664,11 @@ class MirrorJob(BlockJob):
             for ext in await src.block_status(0, length):
                 if ext.present:
                     self.dirty.mark(ext.start, ext.length)
+                elif self.opts.sync == "full":
+                    # Reads as zero, and so does the target there: not
+                    # written thanks to zero knowledge.  (With sync=top it
+                    # is left out by the sync mode instead.)
+                    self.stats.skipped += ext.length
         except BlockIOError as err:
             raise JobFailed(err.desc) from None
 
@@ -641,6 +680,9 @@ class MirrorJob(BlockJob):
             except BlockIOError as err:
                 return self._io_failed(False, err, offset, offset + length)
             return True
+        if await self._offload(offset, length):
+            self.account(length)
+            return True
         try:
             data = await self.source.read(offset, length)
         except BlockIOError as err:
@@ -651,6 +693,20 @@ class MirrorJob(BlockJob):
             return self._io_failed(False, err, offset, offset + length)
         self.account(length)
         return True
+
+    async def _offload(self, offset: int, length: int) -> bool:
+        """Copy a data piece in the kernel when source and target allow
+        (:meth:`BlockNode.copy_to`); False: read and write it instead."""
+        if self.zero is not None:
+            self.zero.clear(offset, length)
+        try:
+            done = await self.source.copy_to(offset, length, self.target)
+        except BlockIOError:
+            # The read and write that follow report it as QEMU would.
+            return False
+        if done:
+            self.stats.copied += length
+        return done
 
     async def _zero_target(
         self, offset: int, length: int, before: ChunkBitmap | None = None

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from qmpd.block.file import FileNode, _libc
 from tests.mirror.conftest import (
     MiB,
     data_ranges,
@@ -147,3 +148,56 @@ async def test_x_zero_stats(client: Transcript, tmp_path: Path) -> None:
     await client.until("JSC concluded")
     [job] = await client.cmd("query-jobs")
     assert job["x-zero-stats"]["copied"] == data
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("detect_zeroes", ["off", "unmap"])
+async def test_kernel_copy_and_write_behind(
+    client: Transcript, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detect_zeroes: str
+) -> None:
+    """Data pieces between host files are copied by a worker thread (the
+    kernel's copy_file_range, or a read-and-write that hands zero data back
+    for detect-zeroes), and the target's writeback starts before ready."""
+    size = 48 * MiB
+    # 40 MiB of data, 1 MiB of it written zeroes (allocated, reads as zero).
+    src = make_image(tmp_path / "src.img", size, [(4 * MiB, 40 * MiB, 0x5C), (8 * MiB, MiB, 0)])
+    dst = make_image(tmp_path / "dst.img", size)
+    copies: list[bool] = []
+    writebacks: list[tuple[int, int]] = []
+    real_copy = FileNode._copy_sync
+    real_sync = _libc.sync_file_range
+
+    def copy(self: FileNode, *args: Any) -> bool:
+        copies.append(real_copy(self, *args))
+        return copies[-1]
+
+    def sync(fd: int, offset: int, length: int, flags: int) -> int:
+        writebacks.append((offset, length))
+        return int(real_sync(fd, offset, length, flags))
+
+    monkeypatch.setattr(FileNode, "_copy_sync", copy)
+    monkeypatch.setattr(_libc, "sync_file_range", sync)
+    target = {"discard": "unmap", "detect_zeroes": "unmap"} if detect_zeroes == "unmap" else {}
+    assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
+    assert await client.cmd(
+        "blockdev-add", driver="file", node_name="dst", filename=str(dst), **target
+    ) == {}  # fmt: skip
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m"
+    ) == {}  # fmt: skip
+    await client.until("BLOCK_JOB_READY")
+    [info] = await client.cmd("query-block-jobs")
+    assert writebacks
+    assert set(writebacks) == {(0, size)}
+    if detect_zeroes == "off":
+        assert copies == [True] * 40
+        assert info["x-zero-stats"]["copied"] == 40 * MiB
+    else:
+        # The zero MiB came back and became a hole through detect-zeroes.
+        assert sorted(copies) == [False] + [True] * 39
+        assert info["x-zero-stats"]["copied"] == 39 * MiB
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert qemu_img_compare(src, dst) == "Images are identical."
+    allocated = sum(n for _, n in data_ranges(qemu_img_map(dst)))
+    assert allocated == (40 if detect_zeroes == "off" else 39) * MiB
