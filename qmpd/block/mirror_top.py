@@ -4,11 +4,13 @@ Theory of operation.  While a mirror job runs, QEMU inserts a filter node
 of driver ``mirror_top`` above the source, and every former user of the
 source (guest disks' BlockBackends) now reaches it through the filter.
 The filter passes every request down to its only child (role
-``backing``, as QEMU names it) and, for each request that changes
-content, tells the job afterwards (:class:`WriteTracker`): in background
-mode the job marks the range dirty and copies it later; in write-blocking
-mode the job writes the same content to the target before the guest's
-request completes.
+``backing``, as QEMU names it); each request that changes content goes
+through the job (:class:`WriteTracker`), which runs it on the source and
+then, in background mode, marks the range dirty to copy it later, or, in
+write-blocking mode, writes the same content to the target before the
+guest's request completes (having first waited for, and then held off,
+every other request of the job on that range, as QEMU's active mirror
+does, so that source and target see overlapping writes in one order).
 
 The filter shows in ``query-named-block-nodes`` with ``drv`` and image
 ``format`` ``mirror_top``, the child's filename, size and allocation, and
@@ -21,22 +23,37 @@ an ordinary node; unnamed it is *implicit*: ``#blockNNN`` and hidden from
 from __future__ import annotations
 
 import errno
-from typing import Any, ClassVar, Protocol
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from .extents import Extent
 from .node import BlockIOError, BlockNode, CommonOptions
 from .zerostate import KnownZero
 
+T = TypeVar("T")
+
 
 class WriteTracker(Protocol):
     """The job side of the filter (implemented by the mirror job)."""
 
-    async def guest_wrote(
-        self, offset: int, length: int, data: bytes | None, *, unmap: bool
-    ) -> None:
-        """The source's ``[offset, offset+length)`` changed: to ``data``, or
-        to zeroes (``data is None``; ``unmap`` if holes were allowed).
-        Raises BlockIOError when a write-blocking copy to the target fails."""
+    async def guest_write(
+        self,
+        offset: int,
+        length: int,
+        data: bytes | None,
+        source_io: Callable[[], Awaitable[T]],
+        *,
+        unmap: bool,
+    ) -> T:
+        """Run ``source_io``, the guest's request on the source, which
+        changes ``[offset, offset+length)``: to ``data``, to zeroes
+        (``data is None``; ``unmap`` if holes were allowed) or to whatever
+        a discard leaves (``data == b""``).  The job orders it against its
+        own requests on that range and follows it up (dirty bits, or the
+        same write to the target).  Returns what ``source_io`` returned;
+        raises its BlockIOError, or one of a write-blocking copy."""
+        ...
 
     def dirty_bitmaps_info(self) -> list[dict[str, Any]]:
         """The ``dirty-bitmaps`` entries to show on the filter."""
@@ -70,18 +87,25 @@ class MirrorTopNode(BlockNode):
         return await self.source.read(offset, length)
 
     async def _write(self, offset: int, data: bytes) -> None:
-        await self.source.write(offset, data)
-        await self.tracker.guest_wrote(offset, len(data), data, unmap=False)
+        await self.tracker.guest_write(
+            offset, len(data), data, partial(self.source.write, offset, data), unmap=False
+        )
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
-        how = await self.source.write_zeroes(offset, length, unmap)
-        await self.tracker.guest_wrote(offset, length, None, unmap=unmap)
-        return how
+        return await self.tracker.guest_write(
+            offset,
+            length,
+            None,
+            partial(self.source.write_zeroes, offset, length, unmap),
+            unmap=unmap,
+        )
 
     async def _discard(self, offset: int, length: int) -> None:
-        await self.source.discard(offset, length)
-        # What a discarded range reads as is the driver's business: copy it.
-        await self.tracker.guest_wrote(offset, length, b"", unmap=True)
+        # What a discarded range reads as is the driver's business: b""
+        # tells the job to copy it.
+        await self.tracker.guest_write(
+            offset, length, b"", partial(self.source.discard, offset, length), unmap=True
+        )
 
     async def _flush(self) -> None:
         await self.source.flush()

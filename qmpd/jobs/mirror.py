@@ -104,8 +104,9 @@ target already read as zero (``skipped``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -124,6 +125,7 @@ if TYPE_CHECKING:
     from ..block.backend import DeviceSet
     from ..block.graph import BlockGraph
 
+T = TypeVar("T")
 MiB = 1 << 20
 #: QEMU's default buffer: 16 requests of 1 MiB in flight (DEFAULT_MIRROR_BUF_SIZE).
 DEFAULT_BUF_SIZE = 16 * MiB
@@ -393,41 +395,69 @@ class MirrorJob(BlockJob):
 
     # -- guest writes through the filter -----------------------------------------
 
-    async def guest_wrote(
-        self, offset: int, length: int, data: bytes | None, *, unmap: bool
-    ) -> None:
+    async def guest_write(
+        self,
+        offset: int,
+        length: int,
+        data: bytes | None,
+        source_io: Callable[[], Awaitable[T]],
+        *,
+        unmap: bool,
+    ) -> T:
         if length <= 0:
-            return
-        if self._can_write_through(offset, length) and data != b"":
-            op = _Op(offset, offset + length, active=True)
-            self._ops.append(op)
+            return await source_io()
+        end = offset + length
+        if not self._may_write_through():
+            result = await source_io()
+            self._redirty(offset, length)
+            return result
+        # QEMU's active_write_prepare: wait until nothing of the job's (a
+        # copy, another write-through) is in flight on the range, then hold
+        # it for the source write and the target write together, so that
+        # overlapping guest writes reach both in the same order and no copy
+        # reads the range half written.
+        while self._conflicts(offset, end):
+            await self._op_done.wait()
+        op = _Op(offset, end, active=True)
+        self._ops.append(op)
+        try:
+            result = await source_io()
+            if (
+                data == b""
+                or not self._may_write_through()
+                or self.dirty.any_marked(offset, length)
+            ):
+                # A discard (what it reads as is the driver's business), a
+                # mode change meanwhile, or a range still to be copied: the
+                # copy takes it from the source.
+                self._redirty(offset, length)
+                return result
             try:
                 await self._active_write(offset, length, data)
-                return
             except BlockIOError as err:
                 self.actively_synced = False
                 action = self.error_action(self.opts.on_target_error, False, err.errno)
                 if action is BlockErrorAction.REPORT and self._fatal is None:
                     self._fatal = err.desc
-            finally:
-                self._op_finished(op)
+                self._redirty(offset, length)
+            return result
+        finally:
+            self._op_finished(op)
+
+    def _redirty(self, offset: int, length: int) -> None:
         self.dirty.mark(offset, length)
         self._update_remaining()
         self.kick()
 
-    def _can_write_through(self, offset: int, length: int) -> bool:
-        if not self._initialized or self._pivoted or self.dirty.any_marked(offset, length):
+    def _may_write_through(self) -> bool:
+        """Whether guest writes are written to the target as they happen:
+        in write-blocking mode once the bitmaps are set up, and in every
+        mode once the copy loop is over but the filter still there
+        (pending, or finalizing: QEMU keeps the source drained until the
+        pivot; writing through keeps the target in sync instead)."""
+        if not self._initialized or self._pivoted:
             return False
-        if self.deferred:
-            # The copy loop is over but the filter is still there (pending,
-            # or finalizing): QEMU keeps the source drained until the pivot;
-            # writing through keeps the target in sync instead.
-            return True
-        if self.copy_mode != "write-blocking":
-            return False
-        # Not over a copy in flight (its read may predate this write and
-        # land after it) nor over another write-through (same race).
-        return not self._conflicts(offset, offset + length)
+        return bool(self.deferred) or self.copy_mode == "write-blocking"
 
     async def _active_write(self, offset: int, length: int, data: bytes | None) -> None:
         if data is None:
