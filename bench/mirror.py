@@ -10,12 +10,14 @@ The issue's benchmark: a sparse raw source (default 4 GiB, 5% data in
 (c) ``unmap``: the same kind of allocated target, opened with
     ``discard: unmap`` and ``detect-zeroes: unmap``.
 
-For each daemon and case (medians over ``--rounds``): seconds from sending ``blockdev-mirror`` to
-``BLOCK_JOB_READY``; bytes the daemon wrote (``write_bytes`` of
+For each daemon and case (medians over ``--rounds``, daemons alternating):
+seconds from sending ``blockdev-mirror`` to ``BLOCK_JOB_READY`` and the
+daemon's CPU seconds meanwhile; bytes the daemon wrote (``write_bytes`` of
 /proc/PID/io, i.e. what reached the page cache/storage, and ``wchar``,
-what went through write system calls) from the mirror's start to its
-completion; the target's allocation after ``job-complete`` (st_blocks,
-as ``du``); and for qmpd its ``x-zero-stats``.  Ratios are qmpd / QSD.
+what went through write system calls and ``copy_file_range``) from the
+mirror's start to its completion; the target's
+allocation after ``job-complete`` (st_blocks, as ``du``); and for qmpd its
+``x-zero-stats``.  Ratios are qmpd / QSD.
 """
 
 from __future__ import annotations
