@@ -35,6 +35,7 @@ from .format import (
     l1_entries_for,
 )
 from .refcount import set_entry
+from .tables import run_entries
 
 _V3_HINT = "(use version=v3 or greater)"
 _FULL_CHUNK = 1 << 20
@@ -180,9 +181,7 @@ async def create_qcow2(file: BlockNode, opts: dict[str, Any]) -> None:
             l2_at, data_at = cluster, cluster + 1
             l1.append((l2_at << bits) | COPIED)
             first_host = (data_at << bits) | COPIED
-            await file.write(
-                l2_at << bits, _u64_be(array("Q", range(first_host, first_host + count * cs, cs)))
-            )
+            await file.write(l2_at << bits, run_entries(first_host, count, cs))
             if prealloc == "falloc":
                 await file.write_zeroes(data_at << bits, count * cs, may_unmap=False)
             elif prealloc == "full":

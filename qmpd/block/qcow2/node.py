@@ -8,10 +8,13 @@ or an inflated compressed cluster.  Writes go in place to clusters this
 image owns alone (COPIED); any other cluster is first copied to a newly
 allocated one whose whole content is written (old content merged with the
 new bytes) before its L2 entry changes, so a reader never sees a cluster
-half made.  Zero writes on version 3 images become zero clusters (keeping
-the host cluster unless unmapping is allowed); discards drop whole
-clusters.  Metadata is written through (:mod:`.tables`, :mod:`.refcount`);
-mutating requests hold one lock, so allocations never interleave.
+half made.  Consecutive guest clusters that all need new clusters are
+allocated as one contiguous run: one refcount write, one data write, one
+L2 write, whatever the number of clusters.  Zero writes on version 3
+images become zero clusters (keeping the host cluster unless unmapping is
+allowed); discards drop whole clusters.  Metadata is written through
+(:mod:`.tables`, :mod:`.refcount`); mutating requests hold one lock, so
+allocations never interleave.
 
 Crash safety.  Before the first metadata change after a flush the node sets
 the dirty bit (incompatible bit 0) and flushes; ``flush`` makes everything
@@ -32,6 +35,7 @@ from __future__ import annotations
 import errno
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -43,9 +47,11 @@ from ..zerostate import UNKNOWN, KnownZero
 from . import refcount as rc
 from .format import (
     AUTOCLEAR_QMPD_ALL_ZERO,
+    COMPRESSED,
     COPIED,
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
+    OFFSET_MASK,
     ZERO_FLAG,
     ClusterKind,
     Header,
@@ -61,6 +67,9 @@ from .zero import flag_valid, scan_layer
 
 #: Autoclear bits qmpd maintains; others are cleared before the first write.
 KNOWN_AUTOCLEAR = AUTOCLEAR_QMPD_ALL_ZERO
+#: Most clusters one write allocates as one run (32 MiB with 64 KiB
+#: clusters; an L2 table's reach bounds it too).
+_MAX_RUN_CLUSTERS = 512
 
 
 class Qcow2Node(BlockNode):
@@ -291,17 +300,32 @@ class Qcow2Node(BlockNode):
         offset, index = await self._l2_for(guest_cluster)
         await self.tables.set_entry(offset, index, value)
 
-    async def _release(self, entry: L2Entry) -> None:
-        """Drop the reference an old L2 entry held (after it was replaced)."""
-        if entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
-            freed = await self.refcounts.free(entry.host)
-        elif entry.kind is ClusterKind.COMPRESSED:
-            span = compressed_clusters(entry.host, entry.csize, self.header.cluster_bits)
-            freed = await self.refcounts.free(span.start << self.header.cluster_bits, len(span))
-        else:
-            return
-        for host in freed:
-            await self.file.discard(host, self.cluster_size)
+    async def _release_all(self, entries: list[L2Entry]) -> None:
+        """Drop the references old L2 entries held (after they were
+        replaced): contiguous host clusters are freed, and discarded below,
+        as one run."""
+        bits = self.header.cluster_bits
+        runs: list[list[int]] = []  # [first cluster, count]
+        for entry in entries:
+            if entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
+                span = range(entry.host >> bits, (entry.host >> bits) + 1)
+            elif entry.kind is ClusterKind.COMPRESSED:
+                span = compressed_clusters(entry.host, entry.csize, bits)
+            else:
+                continue
+            if runs and runs[-1][0] + runs[-1][1] == span.start:
+                runs[-1][1] += len(span)
+            else:
+                runs.append([span.start, len(span)])
+        freed: list[list[int]] = []  # [byte offset, length]
+        for first, count in runs:
+            for host in await self.refcounts.free(first << bits, count):
+                if freed and freed[-1][0] + freed[-1][1] == host:
+                    freed[-1][1] += self.cluster_size
+                else:
+                    freed.append([host, self.cluster_size])
+        for host, length in freed:
+            await self.file.discard(host, length)
 
     async def _write(self, offset: int, data: bytes) -> None:
         async with self._lock:
@@ -340,20 +364,76 @@ class Qcow2Node(BlockNode):
                 pos += run
                 continue
             await self._begin_meta()
-            cluster = (
-                bytearray(await self._cluster_content(guest, entry)) if n < cs else bytearray(cs)
-            )
-            cluster[in_cluster : in_cluster + n] = chunk
             if entry.kind is ClusterKind.ZERO_ALLOC and owned:
-                host = entry.host  # the cluster is ours: fill it, then unset ZERO
-                await self.store.write(host, cluster)
-                await self._set_entry(guest, host | COPIED)
-            else:
-                host = await self.refcounts.allocate(1)
-                await self.store.write(host, cluster)
-                await self._set_entry(guest, host | COPIED)
-                await self._release(entry)
-            pos += n
+                # The cluster is ours: fill it, then unset ZERO.
+                cluster = bytearray(await self._cluster_content(guest, entry)) if n < cs else None
+                if cluster is not None:
+                    cluster[in_cluster : in_cluster + n] = chunk
+                await self.store.write(entry.host, chunk if cluster is None else cluster)
+                await self._set_entry(guest, entry.host | COPIED)
+                pos += n
+                continue
+            pos = await self._write_new(offset, view, pos, guest, entry)
+
+    async def _needs_new_cluster(self, guest: int, chunk: memoryview) -> L2Entry | None:
+        """The entry of ``guest`` when writing ``chunk`` into it takes a new
+        cluster (neither in place nor skipped); None otherwise."""
+        raw, entry = await self._entry(guest)
+        if raw & COPIED and entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
+            return None
+        if self._reads_zero(entry) and not any(chunk):
+            return None
+        return entry
+
+    async def _write_new(
+        self, offset: int, view: memoryview, pos: int, guest: int, entry: L2Entry
+    ) -> int:
+        """Write from ``pos`` into newly allocated clusters: ``guest`` and
+        the following clusters of the same L2 table that need new ones too,
+        as one run.  One allocation (one refcount write per block), one data
+        write, one L2 write for the run.  Returns where the run ended."""
+        cs = self.cluster_size
+        end = offset + len(view)
+        l2_index = self.tables.split(guest)[1]
+        olds = [entry]
+        stop = min(end, (guest + 1) * cs)
+        # At most half a refcount block's reach: a longer run could never be
+        # found where each new block takes the first cluster of its region.
+        reach = self.refcounts.per_block // 2
+        limit = max(1, min(self.tables.l2_entries - l2_index, _MAX_RUN_CLUSTERS, reach))
+        while stop < end and len(olds) < limit:
+            nxt = stop // cs
+            chunk = view[stop - offset : min(end, stop + cs) - offset]
+            nentry = await self._needs_new_cluster(nxt, chunk)
+            if nentry is None:
+                break
+            olds.append(nentry)
+            stop += len(chunk)
+        count = len(olds)
+        start = guest * cs
+        head, tail = pos - start, (start + count * cs) - stop
+        if head or tail:
+            buf = bytearray(count * cs)
+            buf[head : count * cs - tail] = view[pos - offset : stop - offset]
+            if head:
+                old = await self._cluster_content(guest, olds[0])
+                buf[:head] = old[:head]
+            if tail:
+                if count > 1 or not head:
+                    old = await self._cluster_content(guest + count - 1, olds[-1])
+                buf[-tail:] = old[cs - tail :]
+            payload: bytes | bytearray | memoryview = buf
+        else:
+            payload = view[pos - offset : stop - offset]
+        # The L2 table first (its own allocation), so data clusters follow it.
+        l2_offset, _ = await self._l2_for(guest)
+        host = await self.refcounts.allocate(count)
+        await self.store.write(host, payload)
+        first = host | COPIED
+        entries = array("Q", range(first, first + count * cs, cs))
+        await self.tables.set_entries(l2_offset, l2_index, entries)
+        await self._release_all(olds)
+        return stop
 
     def _reads_zero(self, entry: L2Entry) -> bool:
         kind = entry.kind
@@ -387,30 +467,69 @@ class Qcow2Node(BlockNode):
                 for pos in range(first, last, cs):
                     await self._write_locked(pos, bytes(min(cs, self.size - pos)))
                 return "written"
-            for guest in range(first // cs, last // cs):
-                await self._zero_cluster(guest, unmap)
+            await self._rewrite_entries(first // cs, last // cs, self._zeroed, unmap)
             return "zero-cluster" if self.header.version >= 3 else "unmap"
 
-    async def _zero_cluster(self, guest: int, unmap: bool) -> None:
-        raw, entry = await self._entry(guest)
+    def _zeroed(self, raw: int, unmap: bool) -> int | None:
+        """The entry a zero write leaves, or None when it stays."""
+        entry = decode_l2(raw, self.header.cluster_bits, self.header.version)
         kind = entry.kind
         if kind is ClusterKind.ZERO_PLAIN:
-            return
+            return None
         if kind is ClusterKind.ZERO_ALLOC and not unmap:
-            return
+            return None
         if kind is ClusterKind.UNALLOCATED and self.backing is None:
-            return  # already reads as zero
-        await self._begin_meta()
+            return None  # already reads as zero
         if self.header.version < 3:
-            await self._set_entry(guest, 0)  # no backing: unallocated reads zero
-            await self._release(entry)
-            return
-        keep = not unmap and kind is ClusterKind.NORMAL and raw & COPIED
-        if keep:
-            await self._set_entry(guest, entry.host | COPIED | ZERO_FLAG)
-            return
-        await self._set_entry(guest, ZERO_FLAG)
-        await self._release(entry)
+            return 0  # no backing: unallocated reads zero
+        if not unmap and kind is ClusterKind.NORMAL and raw & COPIED:
+            return entry.host | COPIED | ZERO_FLAG  # keep the host cluster
+        return ZERO_FLAG
+
+    def _discarded(self, raw: int, unmap: bool) -> int | None:
+        """The entry a discard leaves, or None when it stays."""
+        if self.header.version >= 3 and self.backing is not None:
+            # Unallocated would show the backing file: a zero cluster instead.
+            plain = decode_l2(raw, self.header.cluster_bits, 3).kind is ClusterKind.ZERO_PLAIN
+            return None if plain else ZERO_FLAG
+        return 0 if raw else None
+
+    async def _rewrite_entries(
+        self, first: int, last: int, change: Callable[[int, bool], int | None], unmap: bool
+    ) -> None:
+        """Give guest clusters ``first`` to ``last`` (exclusive) the entries
+        ``change`` decides, an L2 table at a time: one write for the changed
+        span of each table, then the old host clusters are released (after
+        they are unlinked, as v2 images need) in contiguous runs."""
+        guest = first
+        while guest < last:
+            l1_index, l2_index = self.tables.split(guest)
+            n = min(self.tables.l2_entries - l2_index, last - guest)
+            l2_offset = self.tables.l2_offset(l1_index)
+            if l2_offset:
+                olds = (await self.tables.l2_table(l2_offset))[l2_index : l2_index + n]
+            else:
+                olds = array("Q", bytes(8 * n))
+            news = array("Q", olds)
+            lo, hi = n, -1
+            for i, raw in enumerate(olds):
+                new = change(raw, unmap)
+                if new is not None and new != raw:
+                    news[i] = new
+                    lo, hi = min(lo, i), i
+            if hi >= 0:
+                await self._begin_meta()
+                l2_offset, _ = await self._l2_for(guest)
+                await self.tables.set_entries(l2_offset, l2_index + lo, news[lo : hi + 1])
+                bits, version = self.header.cluster_bits, self.header.version
+                await self._release_all(
+                    [
+                        decode_l2(old, bits, version)
+                        for old, new in zip(olds[lo : hi + 1], news[lo : hi + 1], strict=True)
+                        if (old & OFFSET_MASK) != (new & OFFSET_MASK) or old & COMPRESSED
+                    ]
+                )
+            guest += n
 
     async def _discard(self, offset: int, length: int) -> None:
         async with self._lock:
@@ -418,17 +537,7 @@ class Qcow2Node(BlockNode):
             cs = self.cluster_size
             # Only whole clusters are discarded (as QEMU); the rest is kept.
             first, last = self._whole_clusters(offset, length)
-            for guest in range(first // cs, last // cs):
-                raw, entry = await self._entry(guest)
-                if self.header.version >= 3 and self.backing is not None:
-                    if entry.kind is not ClusterKind.ZERO_PLAIN:
-                        await self._begin_meta()
-                        await self._set_entry(guest, ZERO_FLAG)
-                        await self._release(entry)
-                elif raw:
-                    await self._begin_meta()
-                    await self._set_entry(guest, 0)
-                    await self._release(entry)
+            await self._rewrite_entries(first // cs, last // cs, self._discarded, False)
 
     async def _flush(self) -> None:
         async with self._lock:

@@ -14,7 +14,9 @@ which the kernel may put those writes on disk; on the next read-write open
 :func:`rebuild` recomputes every refcount from the L1/L2 tables.
 
 Allocation takes the first run of free clusters at or after a low-water
-mark (freed clusters lower it), as QEMU does.  A cluster beyond the table's
+mark (freed clusters lower it), as QEMU does; the search runs over whole
+refcount blocks with byte searches, and a run of clusters is counted with
+one write per block it touches.  A cluster beyond the table's
 reach is free.  A region that has no refcount block gets one placed on its
 own first cluster (free by definition: nothing in the region is counted
 yet), which it then counts.  When the table is too short it is copied to a
@@ -113,27 +115,21 @@ class Refcounts:
         return get_entry(await self._block(offset), index, self.order)
 
     async def _set(self, cluster: int, value: int) -> None:
-        # The caller made sure the block exists.
-        block_index, index = divmod(cluster, self.per_block)
-        offset = self.table[block_index] & ~0x1FF
-        buf = await self._block(offset)
-        start, end = set_entry(buf, index, self.order, value)
-        await self.store.write(offset + start, buf[start:end])
+        await self._set_range(cluster, 1, value)
 
-    async def change(self, cluster: int, delta: int) -> int:
-        """Add ``delta`` to a counted cluster's refcount; returns the new value.
-
-        Raises BlockIOError(EIO) when the count would leave its range (the
-        image is inconsistent, or refcount-bits is too narrow).
-        """
-        value = await self.get(cluster) + delta
-        if value < 0 or value > self.max_value:
-            raise BlockIOError(errno.EIO, "qcow2: refcount out of range")
-        await self._ensure_block(cluster)
-        await self._set(cluster, value)
-        if value == 0:
-            self.free_index = min(self.free_index, cluster)
-        return value
+    async def _set_range(self, first: int, count: int, value: int) -> None:
+        """Give ``count`` clusters from ``first`` the refcount ``value``:
+        one write per refcount block touched.  The caller made sure the
+        blocks exist."""
+        cluster, end = first, first + count
+        while cluster < end:
+            block_index, index = divmod(cluster, self.per_block)
+            n = min(self.per_block - index, end - cluster)
+            offset = self.table[block_index] & ~0x1FF
+            buf = await self._block(offset)
+            start, stop = _fill(buf, index, n, self.order, value)
+            await self.store.write(offset + start, buf[start:stop])
+            cluster += n
 
     async def _ensure_block(self, cluster: int) -> bool:
         """Make sure ``cluster``'s region has a block; True if one was made."""
@@ -144,6 +140,16 @@ class Refcounts:
         if not self.table[block_index]:
             await self._new_block(block_index)
             return True
+        return False
+
+    async def _ensure_blocks(self, first: int, count: int) -> bool:
+        """:meth:`_ensure_block` for every region ``count`` clusters from
+        ``first`` touch; True as soon as one block was made (it may have
+        taken a cluster of the range: the caller searches again)."""
+        last = (first + count - 1) // self.per_block
+        for block_index in range(first // self.per_block, last + 1):
+            if await self._ensure_block(block_index * self.per_block):
+                return True
         return False
 
     async def _new_block(self, block_index: int) -> None:
@@ -177,53 +183,157 @@ class Refcounts:
         self._blocks[block_offset] = buf
         self.table, self.table_offset, self.table_clusters = new_table, table_offset, clusters
         await self._on_table_moved(table_offset, clusters)
-        first = old_offset >> self.cluster_bits
-        for cluster in range(first, first + old_clusters):
-            await self.change(cluster, -1)
+        await self.free(old_offset, old_clusters)
 
     async def allocate(self, count: int) -> int:
         """Find ``count`` contiguous free clusters, count them once and make
-        the file reach them; returns the byte offset of the first."""
+        the file reach them; returns the byte offset of the first.
+
+        One refcount write per block touched, one resize of the file: a
+        multi-cluster guest write costs what a one-cluster write does.
+        """
         while True:
             start = await self._find_free(count)
-            made = False
-            for cluster in range(start, start + count):
-                if await self._ensure_block(cluster):
-                    made = True  # the block took a cluster: search again
-                    break
-            if made:
-                continue
-            for cluster in range(start, start + count):
-                await self._set(cluster, 1)
+            if await self._ensure_blocks(start, count):
+                continue  # the new block took a cluster: search again
+            await self._set_range(start, count, 1)
             await self.store.ensure_size((start + count) << self.cluster_bits)
             return start << self.cluster_bits
 
+    async def _free_map(self, block_index: int) -> tuple[bytes | bytearray, int] | None:
+        """A block's entries as (bytes, width): an entry is free when its
+        ``width`` bytes are all zero.  None when the region has no block
+        (everything in it is free)."""
+        if block_index >= len(self.table):
+            return None
+        offset = self.table[block_index] & ~0x1FF
+        if not offset:
+            return None
+        buf = await self._block(offset)
+        if self.order >= 3:
+            return buf, 1 << (self.order - 3)
+        # Sub-byte widths: one byte per entry (rare, small images).
+        return bytes(1 if get_entry(buf, i, self.order) else 0 for i in range(self.per_block)), 1
+
     async def _find_free(self, count: int) -> int:
-        cluster = self.free_index
+        """The first run of ``count`` free clusters at or after the low-water
+        mark, searched a refcount block at a time with byte searches (a
+        full image's millions of used clusters are skipped at C speed)."""
         first_free: int | None = None
-        run = 0
+        run_start, run_len = 0, 0
+        block_index, index = divmod(self.free_index, self.per_block)
         while True:
-            if await self.get(cluster) == 0:
+            base = block_index * self.per_block
+            fmap = await self._free_map(block_index)
+            if fmap is None:
                 if first_free is None:
-                    first_free = cluster
-                run += 1
-                if run == count:
-                    start = cluster - count + 1
-                    self.free_index = start + count if start == first_free else first_free
-                    return start
+                    first_free = base + index
+                if not run_len:
+                    run_start = base + index
+                run_len += self.per_block - index
+                if run_len >= count or block_index >= len(self.table):
+                    start = run_start  # past the table everything is free
+                    break
+                block_index, index = block_index + 1, 0
+                continue
+            buf, width = fmap
+            if run_len:
+                lead = _leading_free(buf, index, width)
+                if run_len + lead >= count:
+                    start = run_start
+                    break
+                if index + lead < self.per_block:
+                    run_len = 0
+                    index += lead
+            if not run_len:
+                if first_free is None:
+                    one = _find_run(buf, index, 1, width)
+                    if one is not None:
+                        first_free = base + one
+                        index = one
+                found = (
+                    _find_run(buf, index, count, width) if count <= self.per_block - index else None
+                )
+                if found is not None:
+                    start = base + found
+                    break
+                tail = min(_trailing_free(buf, width), self.per_block - index)
+                run_start, run_len = base + self.per_block - tail, tail
             else:
-                run = 0
-            cluster += 1
+                run_len += self.per_block - index  # the whole block was free
+            block_index, index = block_index + 1, 0
+        assert first_free is not None  # a run was found, so a free cluster was
+        self.free_index = start + count if start == first_free else first_free
+        return start
 
     async def free(self, offset: int, count: int = 1) -> list[int]:
         """Drop one reference from each cluster; returns the byte offsets of
-        clusters that became free (the caller may discard them below)."""
+        clusters that became free (the caller may discard them below).
+
+        One refcount write per block touched.  Raises BlockIOError(EIO)
+        when a count is already 0 (the image is inconsistent).
+        """
         freed = []
-        first = offset >> self.cluster_bits
-        for cluster in range(first, first + count):
-            if await self.change(cluster, -1) == 0:
-                freed.append(cluster << self.cluster_bits)
+        cluster = offset >> self.cluster_bits
+        end = cluster + count
+        while cluster < end:
+            block_index, index = divmod(cluster, self.per_block)
+            n = min(self.per_block - index, end - cluster)
+            if block_index >= len(self.table) or not self.table[block_index]:
+                raise BlockIOError(errno.EIO, "qcow2: refcount out of range")
+            block = self.table[block_index] & ~0x1FF
+            buf = await self._block(block)
+            lo, hi = len(buf), 0
+            for i in range(index, index + n):
+                value = get_entry(buf, i, self.order) - 1
+                if value < 0:
+                    raise BlockIOError(errno.EIO, "qcow2: refcount out of range")
+                start, stop = set_entry(buf, i, self.order, value)
+                lo, hi = min(lo, start), max(hi, stop)
+                if value == 0:
+                    freed.append((cluster - index + i) << self.cluster_bits)
+            await self.store.write(block + lo, buf[lo:hi])
+            cluster += n
+        if freed:
+            self.free_index = min(self.free_index, freed[0] >> self.cluster_bits)
         return freed
+
+
+def _fill(buf: bytearray, index: int, count: int, order: int, value: int) -> tuple[int, int]:
+    """Set ``count`` entries from ``index`` to ``value``; the changed byte span."""
+    if order >= 3:
+        width = 1 << (order - 3)
+        buf[index * width : (index + count) * width] = value.to_bytes(width, "big") * count
+        return index * width, (index + count) * width
+    lo, hi = len(buf), 0
+    for i in range(index, index + count):
+        start, stop = set_entry(buf, i, order, value)
+        lo, hi = min(lo, start), max(hi, stop)
+    return lo, hi
+
+
+def _find_run(buf: bytes | bytearray, index: int, count: int, width: int) -> int | None:
+    """The first entry at or after ``index`` starting ``count`` free ones."""
+    zeros = bytes(count * width)
+    pos = index * width
+    while True:
+        at = buf.find(zeros, pos)
+        if at < 0:
+            return None
+        if at % width == 0:
+            return at // width
+        pos = at + width - at % width  # a match across entries: realign
+
+
+def _leading_free(buf: bytes | bytearray, index: int, width: int) -> int:
+    """Free entries from ``index`` on, up to the first used one."""
+    rest = memoryview(buf)[index * width :]
+    return (len(rest) - len(bytes(rest).lstrip(b"\0"))) // width
+
+
+def _trailing_free(buf: bytes | bytearray, width: int) -> int:
+    """Free entries at the end of the block."""
+    return (len(buf) - len(bytes(buf).rstrip(b"\0"))) // width
 
 
 async def rebuild(

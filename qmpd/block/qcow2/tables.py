@@ -2,14 +2,15 @@
 
 The L1 table lives in memory whole (QEMU does the same; 32 MiB at most).
 L2 tables are read on demand into a small LRU cache of integer arrays.
-Entries are written through, eight bytes at a time, so the file always
-holds what the cache holds; the only ordering the caller has to get right
+Entries are written through (a run of consecutive entries in one write),
+so the file always holds what the cache holds; the only ordering the caller has to get right
 is "a table's content before the entry that points at it" and "a
 cluster's data before the L2 entry that maps it".
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 from array import array
@@ -34,6 +35,28 @@ def encode_u64(table: array[int] | list[int]) -> bytes:
     if sys.byteorder == "little":
         out.byteswap()
     return out.tobytes()
+
+
+@functools.lru_cache(maxsize=8)
+def _run_terms(count: int, step: int) -> tuple[int, int]:
+    # As integers over ``count`` big-endian 64-bit words: every word 1, and
+    # word i equal to i * step.
+    ones = int.from_bytes((bytes(7) + b"\x01") * count, "big")
+    steps = int.from_bytes(encode_u64(array("Q", range(0, count * step, step))), "big")
+    return ones, steps
+
+
+def run_entries(first: int, count: int, step: int) -> bytes:
+    """The big-endian bytes of ``first, first + step, ...`` (``count``
+    entries), as a table mapping consecutive clusters holds them.
+
+    Built as one integer, ``first * ones + steps``: no word carries into the
+    next (each value fits 64 bits), so its bytes are the table's.  That is
+    C speed for a whole table, where a Python loop over 8192 entries per
+    table makes a 1 TiB image's tables cost seconds.
+    """
+    ones, steps = _run_terms(count, step)
+    return (first * ones + steps).to_bytes(count * 8, "big")
 
 
 class Tables:
@@ -82,6 +105,12 @@ class Tables:
         table[l2_index] = value
         await self.store.write(l2_offset + l2_index * 8, struct.pack(">Q", value))
 
+    async def set_entries(self, l2_offset: int, l2_index: int, values: array[int]) -> None:
+        """Store consecutive entries of one table with a single write."""
+        table = await self.l2_table(l2_offset)
+        table[l2_index : l2_index + len(values)] = values
+        await self.store.write(l2_offset + l2_index * 8, encode_u64(values))
+
     async def install_l2(self, l1_index: int, offset: int, table: array[int]) -> None:
         """Write a new L2 table, then the L1 entry pointing at it."""
         await self.store.write(offset, encode_u64(table))
@@ -93,4 +122,4 @@ class Tables:
         self._cache.pop(offset, None)
 
 
-__all__ = ["L2_CACHE_BYTES", "Tables", "decode_u64", "encode_u64"]
+__all__ = ["L2_CACHE_BYTES", "Tables", "decode_u64", "encode_u64", "run_entries"]

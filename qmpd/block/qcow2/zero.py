@@ -33,7 +33,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .format import AUTOCLEAR_QMPD_ALL_ZERO, QMPD_EXT_PAYLOAD, ClusterKind, Header, decode_l2
+from .format import AUTOCLEAR_QMPD_ALL_ZERO, OFFSET_MASK, QMPD_EXT_PAYLOAD, ZERO_FLAG, Header
+from .tables import decode_u64, run_entries
 
 if TYPE_CHECKING:
     from .node import Qcow2Node
@@ -46,8 +47,51 @@ def flag_valid(header: Header) -> bool:
     )
 
 
+# Byte maps for bytes.translate: the top byte of a big-endian L2 entry
+# holds the compressed flag (bit 62), the bottom byte the zero flag (bit 0).
+_COMPRESSED_BITS = bytes(b & 0x40 for b in range(256))
+_ZERO_BITS = bytes(b & 0x01 for b in range(256))
+
+
+def _layer_runs(raw: bytes, cluster_size: int, version: int) -> list[tuple[int, int]] | None:
+    """The host ranges (offset, length) of one L2 table's data clusters, or
+    None when it maps a compressed cluster (counted as data).
+
+    The work is done with byte operations where the table allows it: a
+    preallocated table (all entries normal, host clusters in order) is
+    recognised by comparing it whole with the table it would be.
+    """
+    used = len(raw.rstrip(b"\0"))
+    if not used:
+        return []
+    n = -(-used // 8)
+    raw = raw[: n * 8]
+    if raw[0::8].translate(_COMPRESSED_BITS).strip(b"\0"):
+        return None
+    zero_flags = version >= 3 and bool(raw[7::8].translate(_ZERO_BITS).strip(b"\0"))
+    first = int.from_bytes(raw[:8], "big")
+    host = first & OFFSET_MASK
+    if not zero_flags and host and raw == run_entries(first, n, cluster_size):
+        return [(host, n * cluster_size)]
+    runs: list[tuple[int, int]] = []
+    for value in decode_u64(raw):
+        host = value & OFFSET_MASK
+        if not host or (version >= 3 and value & ZERO_FLAG):
+            continue  # unallocated, or a zero cluster
+        if runs and runs[-1][0] + runs[-1][1] == host:
+            runs[-1] = (runs[-1][0], runs[-1][1] + cluster_size)
+        else:
+            runs.append((host, cluster_size))
+    return runs
+
+
 async def scan_layer(node: Qcow2Node) -> bool:
-    """True when no cluster of ``node``'s own layer may read as non-zero."""
+    """True when no cluster of ``node``'s own layer may read as non-zero.
+
+    Reads every L2 table once (straight from the file: the cache is written
+    through, and a scan must not evict the tables guest I/O uses), then asks
+    the file about the host ranges of data clusters.
+    """
     header = node.header
     tables = node.tables
     runs: list[tuple[int, int]] = []  # host ranges of data clusters to ask the file about
@@ -55,18 +99,15 @@ async def scan_layer(node: Qcow2Node) -> bool:
         l2_offset = tables.l2_offset(l1_index)
         if not l2_offset:
             continue
-        table = await tables.l2_table(l2_offset)
-        for raw in table:
-            if not raw:
-                continue
-            entry = decode_l2(raw, header.cluster_bits, header.version)
-            if entry.kind is ClusterKind.COMPRESSED:
-                return False
-            if entry.kind is ClusterKind.NORMAL:
-                if runs and runs[-1][0] + runs[-1][1] == entry.host:
-                    runs[-1] = (runs[-1][0], runs[-1][1] + header.cluster_size)
-                else:
-                    runs.append((entry.host, header.cluster_size))
+        raw = await node.store.read(l2_offset, header.cluster_size)
+        table_runs = _layer_runs(raw, header.cluster_size, header.version)
+        if table_runs is None:
+            return False
+        for host, length in table_runs:
+            if runs and runs[-1][0] + runs[-1][1] == host:
+                runs[-1] = (runs[-1][0], runs[-1][1] + length)
+            else:
+                runs.append((host, length))
     file = node.file
     for host, length in runs:
         end = min(host + length, file.size)
