@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bench import block, mirror, qmp
+from bench import block, mirror, qcow2, qmp
 
 __all__ = ["SUBCOMMANDS", "main"]
 
@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[ModuleType, str]] = {
     "qmp": (qmp, "QMP round trips, pipelining and concurrent sessions (default)"),
     "block": (block, "10,000 null-co nodes added and listed; 1 MiB writes via qemu-io"),
     "mirror": (mirror, "zero-aware blockdev-mirror of a sparse 4 GiB image, three targets"),
+    "qcow2": (qcow2, "1 TiB qcow2 create, its known-zero answer, mirror into a fresh qcow2"),
 }
 DEFAULT = "qmp"
 
