@@ -126,6 +126,10 @@ class BlockNode:
         self.strong_options: dict[str, Any] = {}
         self.closed = False
         self._applied_perms: tuple[int, int] = (0, PERM_ALL)
+        #: Requests that may have changed the content (write, zero write,
+        #: discard, resize, copy in), counted as they start; see
+        #: :meth:`change_count`.
+        self.changes = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -170,6 +174,7 @@ class BlockNode:
         self._check_range(offset, len(data))
         if not data:
             return
+        self.changes += 1
         if self.options.detect_zeroes != "off" and not any(data):
             unmap = self.options.detect_zeroes == "unmap" and self.options.discard == "unmap"
             await self._write_zeroes(offset, len(data), unmap)
@@ -188,6 +193,7 @@ class BlockNode:
         self._check_range(offset, length)
         if length == 0:
             return "none"
+        self.changes += 1
         return await self._write_zeroes(offset, length, may_unmap and self.unmap_allowed)
 
     async def discard(self, offset: int, length: int) -> None:
@@ -200,6 +206,7 @@ class BlockNode:
         self._check_range(offset, length)
         if length == 0 or not self.unmap_allowed:
             return
+        self.changes += 1
         await self._discard(offset, length)
 
     async def copy_to(self, offset: int, length: int, target: BlockNode) -> bool:
@@ -229,6 +236,7 @@ class BlockNode:
         dst = target._host_target(offset)
         if src is None or dst is None:
             return False
+        target.changes += 1
         node, host_offset, inspect = dst
         return await node._copy_in(src[0], src[1], host_offset, length, inspect)
 
@@ -264,7 +272,15 @@ class BlockNode:
         self._check_writable()
         if size < 0:
             raise BlockIOError(errno.EINVAL)
+        self.changes += 1
         await self._truncate(size)
+
+    def change_count(self) -> int:
+        """Content-changing requests started on this node and every node
+        below it (file, backing...) so far.  While it stays the same, an
+        earlier answer about what the node reads (block status) still
+        holds, as long as nobody writes the host files behind qmpd's back."""
+        return self.changes + sum(child.change_count() for child in self.children.values())
 
     async def block_status(self, offset: int, length: int) -> list[Extent]:
         """Extents tiling ``[offset, offset+length)`` exactly, neighbours merged.

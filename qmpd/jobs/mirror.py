@@ -104,6 +104,7 @@ target already read as zero (``skipped``).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -112,6 +113,7 @@ import trio
 
 from ..block.backend import BACKEND_KIND, check_conflicts
 from ..block.dirty import ChunkBitmap
+from ..block.extents import Extent
 from ..block.mirror_top import MirrorTopNode
 from ..block.node import PERM_ALL, BlockIOError, BlockNode, NodeUser, Perm
 from ..errors import GenericError
@@ -136,6 +138,8 @@ MAX_IN_FLIGHT = 16
 #: Before ready, start the target's writeback after this many bytes of
 #: data pieces (see :meth:`MirrorJob._write_behind`).
 WRITE_BEHIND_BYTES = 16 * MiB
+#: Most extents kept in the job's map of the source's block status.
+STATUS_MAP_MAX = 1 << 16
 #: Pause before retrying a range whose error the policy ignored (seconds).
 RETRY_DELAY = 0.01
 #: The op blocker text QEMU shows for nodes of a running mirror.
@@ -260,6 +264,11 @@ class MirrorJob(BlockJob):
         self._fatal: str | None = None
         self._pivoted = False
         self._replied = False
+        #: The source's block status from the start of the copy, reused for
+        #: windows while the source's change_count() is still
+        #: ``_status_changes``: one walk instead of one query per window.
+        self._status_map: list[Extent] | None = None
+        self._status_changes = 0
         #: Bytes of data pieces started since writeback was last started.
         self._unsynced = 0
         #: Set when the running write-behind (if any) is over.
@@ -578,7 +587,9 @@ class MirrorJob(BlockJob):
         window = _Op(start, end, active=False)
         self._ops.append(window)
         try:
-            extents = await self.source.block_status(start, length)
+            extents = self._mapped_status(start, end)
+            if extents is None:
+                extents = await self.source.block_status(start, length)
         except BlockIOError as err:
             self._io_failed(True, err, start, end)
             return
@@ -622,6 +633,23 @@ class MirrorJob(BlockJob):
         finally:
             self._writeback = None
             done.set()
+
+    def _mapped_status(self, start: int, end: int) -> list[Extent] | None:
+        """``[start, end)``'s block status from the map, or None when there
+        is no map (any more: the source changed since)."""
+        status = self._status_map
+        if status is None:
+            return None
+        if self.source.change_count() != self._status_changes:
+            self._status_map = None
+            return None
+        first = bisect_right(status, start, key=lambda ext: ext.start) - 1
+        out = []
+        for ext in status[max(first, 0) :]:
+            if ext.start >= end:
+                break
+            out.append(ext.clipped(start, end))
+        return out
 
     async def _run_op(self, op: _Op) -> None:
         """One operation: waits for a slot, then one request (a zero write or
@@ -691,7 +719,11 @@ class MirrorJob(BlockJob):
             self.dirty.mark_all()
             return
         try:
-            for ext in await src.block_status(0, length):
+            changes = src.change_count()
+            status = await src.block_status(0, length)
+            if src.change_count() == changes and len(status) <= STATUS_MAP_MAX:
+                self._status_map, self._status_changes = status, changes
+            for ext in status:
                 if ext.present:
                     self.dirty.mark(ext.start, ext.length)
                 elif self.opts.sync == "full":

@@ -126,3 +126,28 @@ async def test_write_behind(source: Path, tmp_path: Path, monkeypatch: pytest.Mo
     await raw.write_behind(0, 4096)
     await raw.write_behind(0, 0)
     assert ranges == [(MiB, 4096, 2)]
+
+
+async def test_change_count_covers_the_nodes_below(source: Path, tmp_path: Path) -> None:
+    base = file_node(source)
+    raw = RawNode("r", CommonOptions(discard="unmap"), file=base)
+    dst = file_node(make_image(tmp_path / "dst.img", 4 * MiB))
+    changes = [
+        raw.write(0, b"x"),
+        base.write(0, b"y"),  # below the raw node: still its content
+        raw.write_zeroes(0, 4096),
+        raw.discard(0, 4096),
+        raw.copy_to(MiB, 4096, raw),
+    ]
+    for request in changes:
+        before = raw.change_count()
+        await request
+        assert raw.change_count() > before
+    before = raw.change_count()
+    await raw.read(0, 4096)
+    await raw.write_behind(0, 4096)
+    await raw.block_status(0, MiB)
+    assert raw.change_count() == before
+    assert dst.change_count() == 0
+    assert await raw.copy_to(MiB, 4096, dst)
+    assert dst.change_count() == 1

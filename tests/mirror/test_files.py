@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
+from qmpd.app import App
 from qmpd.block.file import FileNode, _libc
+from qmpd.jobs.mirror import MirrorJob
 from tests.mirror.conftest import (
     MiB,
     data_ranges,
@@ -201,3 +204,49 @@ async def test_kernel_copy_and_write_behind(
     assert qemu_img_compare(src, dst) == "Images are identical."
     allocated = sum(n for _, n in data_ranges(qemu_img_map(dst)))
     assert allocated == (40 if detect_zeroes == "off" else 39) * MiB
+
+
+async def test_block_status_walked_once(
+    client: Transcript, app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job asks the source's block status once for the whole image
+    and reuses it per window while nothing writes the source; a write
+    anywhere below the job's view of the source ends that."""
+    src = make_image(tmp_path / "src.img", 64 * MiB, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
+    dst = make_image(tmp_path / "dst.img", 64 * MiB)
+    asked: list[tuple[int, int]] = []
+    real = FileNode._block_status
+
+    async def spy(self: FileNode, offset: int, length: int) -> Any:
+        asked.append((offset, length))
+        return await real(self, offset, length)
+
+    monkeypatch.setattr(FileNode, "_block_status", spy)
+    assert await client.cmd(
+        "blockdev-add", driver="raw", node_name="src",
+        file={"driver": "file", "node-name": "src-file", "filename": str(src)},
+    ) == {}  # fmt: skip
+    assert await client.cmd("blockdev-add", driver="file", node_name="dst", filename=str(dst)) == {}
+    asked.clear()
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m", speed=1,
+        buf_size=MiB,
+    ) == {}  # fmt: skip
+    # Target: one probe of its holes (known zero).  Source: one walk.
+    assert (0, 64 * MiB) in asked
+    job = app.jobs.find_block_job("m")
+    assert isinstance(job, MirrorJob)
+    assert job._status_map is not None
+    walked = len(asked)
+    # Polled as a client would: the first window is copied in threads.
+    while (await client.cmd("query-block-jobs"))[0]["offset"] == 0:  # noqa: ASYNC110
+        await trio.sleep(0.01)
+    assert len(asked) == walked  # the first window came from the map
+    # A write below the raw node, by its file node's name.
+    await app.graph.get("src-file").write(60 * MiB, b"\x77" * 4096)
+    assert await client.cmd("block-job-set-speed", device="m", speed=0) == {}
+    await client.until("BLOCK_JOB_READY")
+    assert job._status_map is None
+    assert len(asked) > walked  # windows asked again
+    assert await client.cmd("job-cancel", id="m") == {}
+    await client.until("JSC null")
