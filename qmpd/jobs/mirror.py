@@ -36,7 +36,9 @@ Copying is done by *operations* (:class:`_Op`), several at once, as
 QEMU does.  The job's main task (:meth:`MirrorJob._copy_loop`) takes the
 next dirty *window* (a run of whole chunks, at most ``buf-size`` bytes),
 clears it in the dirty bitmap, records it as in flight, asks the source's
-block status for it and starts one operation per piece in a nursery:
+block status for it (cut from the walk made at the start while the
+source's :meth:`~BlockNode.change_count` is unchanged, else a fresh
+query) and starts one operation per piece in a nursery:
 a zero extent (skipped when the zero bits cover it, else a zero write with
 unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
 of data (bits cleared; copied by the kernel when source and target are
