@@ -10,37 +10,37 @@ every installed QEMU, with no leaks.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import initialize, precondition, rule
 
-from qmpd.block import BlockGraph, BlockNode, blockdev_add
+from qmpd.block import BlockGraph, blockdev_add
+from tests.support.node_model import NodeModel, run
 
 from .conftest import IMGS, check_clean, create_image
 
-T = TypeVar("T")
 MAX_SIZE = 384 * 1024
 
 
-def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-    return trio.run(fn, *args)
+@st.composite
+def _range(draw: st.DrawFn, size: int) -> tuple[int, int]:
+    start = draw(st.one_of(st.integers(0, size), st.sampled_from([0, size // 2, 4096])))
+    start = min(start, size)
+    room = size - start
+    length = draw(
+        st.one_of(st.integers(0, min(room, 9000)), st.sampled_from([room, min(room, 65536)]))
+    )
+    return start, length
 
 
-class Qcow2Model(RuleBasedStateMachine):
+class Qcow2Model(NodeModel):
+    prefix = "qmpd-qcow2-"
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="qmpd-qcow2-"))
-        self.graph = BlockGraph()
-        self.model = bytearray()
         self.backing = b""
-        self.node: BlockNode | None = None
         self.version = "v3"
         self.cluster = 65536
         self.discard_mode = "ignore"
@@ -83,43 +83,18 @@ class Qcow2Model(RuleBasedStateMachine):
         self.graph.close_all()
         if self.node is not None and IMGS:
             check_clean(self.path)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().teardown()
+
+    def ranges(self, size: int) -> st.SearchStrategy[tuple[int, int]]:
+        return _range(size)
 
     # ----------------------------------------------------------- operations
-
-    @st.composite
-    @staticmethod
-    def _range(draw: st.DrawFn, size: int) -> tuple[int, int]:
-        start = draw(st.one_of(st.integers(0, size), st.sampled_from([0, size // 2, 4096])))
-        start = min(start, size)
-        room = size - start
-        length = draw(
-            st.one_of(st.integers(0, min(room, 9000)), st.sampled_from([room, min(room, 65536)]))
-        )
-        return start, length
-
-    @precondition(lambda self: self.node is not None)
-    @rule(data=st.data(), fill=st.sampled_from([0, 1, 0x5A, 0xFF]))
-    def write(self, data: st.DataObject, fill: int) -> None:
-        assert self.node is not None
-        start, length = data.draw(self._range(len(self.model)))
-        payload = bytes([fill]) * length
-        run(self.node.write, start, payload)
-        self.model[start : start + length] = payload
-
-    @precondition(lambda self: self.node is not None)
-    @rule(data=st.data(), may_unmap=st.booleans())
-    def write_zeroes(self, data: st.DataObject, may_unmap: bool) -> None:
-        assert self.node is not None
-        start, length = data.draw(self._range(len(self.model)))
-        run(self.node.write_zeroes, start, length, may_unmap)
-        self.model[start : start + length] = bytes(length)
 
     @precondition(lambda self: self.node is not None)
     @rule(data=st.data())
     def discard(self, data: st.DataObject) -> None:
         assert self.node is not None
-        start, length = data.draw(self._range(len(self.model)))
+        start, length = data.draw(self.ranges(len(self.model)))
         run(self.node.discard, start, length)
         if not self.node.unmap_allowed:
             return
@@ -158,26 +133,6 @@ class Qcow2Model(RuleBasedStateMachine):
         self.graph.close_all()
         self.graph = BlockGraph()
         self._open()
-
-    # ----------------------------------------------------------- invariants
-
-    @invariant()
-    def content_matches(self) -> None:
-        if self.node is None:
-            return
-        assert self.node.size == len(self.model)
-        assert run(self.node.read, 0, len(self.model)) == bytes(self.model)
-
-    @invariant()
-    def zero_claims_are_true(self) -> None:
-        if self.node is None:
-            return
-        for ext in run(self.node.block_status, 0, len(self.model)):
-            if ext.zero:
-                assert not any(self.model[ext.start : ext.end]), f"{ext} claims zero over data"
-        state = run(self.node.known_zero)
-        if state.open.value:
-            assert not any(self.model), f"known zero ({state.open}) but the node holds data"
 
 
 Qcow2Model.TestCase.settings = settings(
