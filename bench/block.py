@@ -44,6 +44,7 @@ from bench.options import (
     add_common_arguments,
     find_kinds,
     progress_log,
+    publish,
     selected_daemons,
 )
 from bench.stats import median, table
@@ -374,8 +375,5 @@ def main(args: argparse.Namespace) -> int:
     params = BlockParams(rounds=args.rounds, nodes=args.nodes, writes=args.writes)
 
     report = run(params, names, log=progress_log(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(render(report))
-    print(f"raw results: {args.json}")
+    publish(args, report, render(report))
     return 0 if report["nodes"] else 1

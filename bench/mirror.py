@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.options import add_common_arguments, progress_log, selected_daemons
+from bench.options import add_common_arguments, progress_log, publish, selected_daemons
 from bench.stats import median, table
 from tests.support.daemons import REPO, DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
 
@@ -297,8 +297,5 @@ def main(args: argparse.Namespace) -> int:
 
     size = int(args.size_gib * GiB) // MiB * MiB
     report = run(names, size, args.percent, max(1, args.rounds), log=progress_log(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(render(report))
-    print(f"raw results: {args.json}")
+    publish(args, report, render(report))
     return 0 if report["daemons"] else 1

@@ -4,9 +4,11 @@ raw results go, and whether to print progress."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.support.daemons import DaemonKind, qmpd_kind, qsd72_kind, qsd_new_kind, why_missing
 
@@ -46,6 +48,14 @@ def progress_log(args: argparse.Namespace) -> Log:
     return log
 
 
+def publish(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
+    """Write the raw results where --json says and print the table."""
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(text)
+    print(f"raw results: {args.json}")
+
+
 #: Every daemon a benchmark can compare, by the names --daemons takes.
 DAEMONS = ("qmpd", "qsd-7.2", "qsd-new")
 
@@ -70,5 +80,6 @@ __all__ = [
     "add_common_arguments",
     "find_kinds",
     "progress_log",
+    "publish",
     "selected_daemons",
 ]

@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.mirror import Client, make_source, proc_io
-from bench.options import Log, add_common_arguments, find_kinds, progress_log, selected_daemons
+from bench.options import (
+    Log,
+    add_common_arguments,
+    find_kinds,
+    progress_log,
+    publish,
+    selected_daemons,
+)
 from bench.stats import table
 from tests.support.daemons import QEMU_NEW, REPO, running
 
@@ -420,8 +427,5 @@ def main(args: argparse.Namespace) -> int:
         return 2
     size = int(args.size_gib * GiB) // MiB * MiB
     report = run(names, size, args.percent, log=progress_log(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(render(report))
-    print(f"raw results: {args.json}")
+    publish(args, report, render(report))
     return 0 if report["daemons"] else 1

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import time
@@ -43,6 +42,7 @@ from bench.options import (
     add_common_arguments,
     find_kinds,
     progress_log,
+    publish,
     selected_daemons,
 )
 from bench.stats import median, percentile, table
@@ -423,8 +423,5 @@ def main(args: argparse.Namespace) -> int:
     )
 
     report = run(params, names, log=progress_log(args))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
-    print(render(report))
-    print(f"raw results: {args.json}")
+    publish(args, report, render(report))
     return 0 if report["daemons"] else 1
