@@ -254,6 +254,11 @@ class BlockNode:
         elif (child := self.children.get("file")) is not None:
             await child.write_behind(0, child.size)
 
+    def debug_event(self, event: str) -> None:
+        """A parent's request reached ``event`` (a BlkdebugEvent name) on its
+        way to this node, as QEMU's BLKDBG_EVENT reports; only blkdebug acts."""
+        return None
+
     async def flush(self) -> None:
         """Make completed writes durable (a no-op with ``cache.no-flush``).
 

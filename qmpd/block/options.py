@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GenericError
+from .blkdebug import open_blkdebug
 from .file import FileNode
 from .graph import BlockGraph
 from .node import BlockNode, CommonOptions
@@ -162,6 +163,7 @@ def _raw(build: _Build, name: str, common: CommonOptions, args: dict[str, Any]) 
 #: The drivers qmpd implements; every other BlockdevDriver value is refused
 #: with QEMU's "Unknown driver" text.
 DRIVERS: dict[str, _Builder] = {
+    "blkdebug": open_blkdebug,
     "file": _file,
     "null-co": _null(NullNode),
     "null-aio": _null(NullAioNode),

@@ -70,9 +70,12 @@ class RawNode(BlockNode):
         return max(0, self.file.size - self.offset)
 
     async def _read(self, offset: int, length: int) -> bytes:
+        # QEMU's raw driver reports these events to its file child (blkdebug).
+        self.file.debug_event("read_aio")
         return await self.file.read(self.offset + offset, length)
 
     async def _write(self, offset: int, data: bytes) -> None:
+        self.file.debug_event("write_aio")
         await self.file.write(self.offset + offset, data)
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:

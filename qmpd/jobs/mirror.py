@@ -121,7 +121,7 @@ from ..block.node import PERM_ALL, BlockIOError, BlockNode, NodeUser, Perm
 from ..errors import GenericError
 from .blockjob import BlockdevOnError, BlockErrorAction, BlockJob
 from .job import JobFailed
-from .status import JobType
+from .status import JobStatus, JobType
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -375,6 +375,15 @@ class MirrorJob(BlockJob):
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["x-zero-stats"] = self.stats.to_qmp()
+        return info
+
+    def block_info(self) -> dict[str, Any]:
+        info = super().block_info()
+        if self.status is JobStatus.PENDING and self.error is None and not self.is_cancelled:
+            # QEMU 11.1: a mirror that left its loop to complete (or after a
+            # soft cancel) keeps its source drained until prepare, and the
+            # drain pauses the job: query-block-jobs says paused until then.
+            info["paused"] = True
         return info
 
     def query_extra(self) -> dict[str, Any]:
