@@ -615,13 +615,20 @@ class MirrorJob(BlockJob):
             pos = max(pos, ext.start)
             while pos < stop:
                 step = stop - pos if ext.zero else min(self.op_max, stop - pos)
-                pieces.append(
-                    _Op(pos, pos + step, active=False, zero=ext.zero, zero_before=snapshot)
-                )
+                if ext.zero and self.zero is not None and not self.zero.unmarked(pos, step):
+                    # Zero on both sides already: nothing to do, no task to
+                    # start (most of a sparse disk goes this way).
+                    self.stats.skipped += step
+                    self.progress.update(step)
+                else:
+                    pieces.append(
+                        _Op(pos, pos + step, active=False, zero=ext.zero, zero_before=snapshot)
+                    )
                 pos += step
         if pos < end:
             self.dirty.mark(pos, end - pos)
         self._ops.extend(pieces)
+        self._update_remaining()
         for op in pieces:
             nursery.start_soon(self._run_op, op)
         self._unsynced += sum(op.length for op in pieces if not op.zero)
