@@ -35,14 +35,15 @@ source's :meth:`~BlockNode.change_count` is unchanged, else a fresh
 query) and starts one operation per piece in a nursery:
 a zero extent (skipped when the zero bits cover it, else a zero write with
 unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
-of data (bits cleared; copied by the kernel when source and target are
+of data, plus a tail shorter than a chunk that would be left over (bits
+cleared; copied by the kernel when source and target are
 host files, see :meth:`BlockNode.copy_to`, else read and written).  Then
 it goes on with the next window, so pieces of different dirty runs are in
 flight together.  Before ready, every 16 MiB of data pieces starts the
 target's writeback (:meth:`MirrorCopy._write_behind`), so that the flush
-before ready finds little left to write.  At most
-16 operations (QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes
-of data pieces, do I/O at once (a capacity limiter; at least one); the
+before ready finds little left to write.  At most 16 operations
+(QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of data
+pieces (give or take those tails), do I/O at once (a capacity limiter; at least one); the
 main task starts no new window while that many are started.  With a speed
 limit it waits for each window's operations, then for the limiter.
 
@@ -441,6 +442,11 @@ class MirrorCopy(BlockJob):
             pos = max(pos, ext.start)
             while pos < stop:
                 step = stop - pos if ext.zero else min(self.op_max, stop - pos)
+                if stop - pos - step < self.opts.granularity:
+                    # A tail shorter than a chunk joins this piece: a file's
+                    # data extent is 4 KiB aligned, so a 1 MiB extent at an
+                    # odd offset would otherwise cost a second operation.
+                    step = stop - pos
                 if ext.zero and self.zero is not None and not self.zero.unmarked(pos, step):
                     # Zero on both sides already: nothing to do, no task to
                     # start (most of a sparse disk goes this way).
