@@ -4,26 +4,26 @@ Theory of operation.  Opening (synchronous, see :mod:`.storage`) reads the
 header, the L1 table and the refcount table; L2 tables and refcount blocks
 are read on demand and cached.  Reads map each guest cluster through its L2
 entry: data from the file, zeroes, the backing child (unallocated clusters)
-or an inflated compressed cluster.  Writes go in place to clusters this
-image owns alone (COPIED); any other cluster is first copied to a newly
-allocated one whose whole content is written (old content merged with the
-new bytes) before its L2 entry changes, so a reader never sees a cluster
-half made.  Consecutive guest clusters that all need new clusters are
-allocated as one contiguous run: one refcount write, one data write, one
-L2 write, whatever the number of clusters.  Zero writes on version 3
-images become zero clusters (keeping the host cluster unless unmapping is
-allowed); discards drop whole clusters.  Metadata is written through
-(:mod:`.tables`, :mod:`.refcount`); mutating requests hold one lock, so
-allocations never interleave.
+or an inflated compressed cluster.  Writes, zero writes and discards are
+:mod:`.write`'s; mutating requests hold one lock, so allocations never
+interleave, but a data write writes the guest's bytes after it, with its
+clusters *in flight* meanwhile: a request touching any of them waits
+until the write has mapped them (QEMU's qcow2 lets data writes overlap
+the same way; only their metadata is serialized).  Metadata is written
+through (:mod:`.tables`, :mod:`.refcount`), except the L1 entry of a new
+L2 table, which waits for a sync (below).
 
 Crash safety.  Before the first metadata change after a flush the node sets
 the dirty bit (incompatible bit 0) and flushes; ``flush`` makes everything
-durable and clears it again, and so does a clean close.  An image found
-dirty is read normally; opened read-write it has its refcounts rebuilt
-from the L1/L2 tables before the first change (QEMU repairs the same way).
-New L2 tables are flushed before the L1 entry pointing to them.  Version 2
-images have no dirty bit: refcounts are raised before a cluster is linked
-and lowered after it is unlinked, so a killed process leaves leaks at worst.
+durable and clears it again (unless a write is in flight), and so does a
+clean close.  An image found dirty is read normally; opened read-write it
+has its refcounts rebuilt from the L1/L2 tables before the first change
+(QEMU repairs the same way).  A new L2 table's L1 entry is written after
+a sync has made the table durable: by the next flush, ``write_behind`` or
+close (see :mod:`.tables`).
+Version 2 images have no dirty bit: refcounts are raised before a cluster
+is linked and lowered after it is unlinked, so a killed process leaves
+leaks at worst.
 
 Not supported (refused with a clear error): encryption, external data
 files, extended L2 entries, zstd compression, writing to images with
@@ -35,8 +35,7 @@ from __future__ import annotations
 import errno
 import zlib
 from array import array
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -45,18 +44,14 @@ from ..extents import Extent
 from ..node import BlockIOError, BlockNode, CommonOptions, Perm
 from ..zerostate import UNKNOWN, KnownZero
 from . import refcount as rc
+from . import write
 from .format import (
     AUTOCLEAR_QMPD_ALL_ZERO,
-    COMPRESSED,
-    COPIED,
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
-    OFFSET_MASK,
-    ZERO_FLAG,
     ClusterKind,
     Header,
     L2Entry,
-    compressed_clusters,
     decode_l2,
     encode_header,
     l1_entries_for,
@@ -67,9 +62,19 @@ from .zero import flag_valid, scan_layer
 
 #: Autoclear bits qmpd maintains; others are cleared before the first write.
 KNOWN_AUTOCLEAR = AUTOCLEAR_QMPD_ALL_ZERO
-#: Most clusters one write allocates as one run (32 MiB with 64 KiB
-#: clusters; an L2 table's reach bounds it too).
-_MAX_RUN_CLUSTERS = 512
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Span:
+    """Guest clusters ``[first, end)`` of a request; ``done`` is set when
+    it is no longer in flight."""
+
+    first: int
+    end: int
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def overlaps(self, other: _Span) -> bool:
+        return self.first < other.end and other.first < self.end
 
 
 class Qcow2Node(BlockNode):
@@ -99,6 +104,8 @@ class Qcow2Node(BlockNode):
             header.refcount_table_offset, header.refcount_table_clusters, reftable
         )
         self._lock = trio.Lock()
+        #: Data writes past their planning (see _write).
+        self._in_flight: list[_Span] = []
         self._dirty_on_disk = header.dirty
         self._needs_repair = header.dirty and header.version >= 3
         self._autoclear_done = False
@@ -134,7 +141,7 @@ class Qcow2Node(BlockNode):
     def _size(self) -> int:
         return self.header.size
 
-    async def _entry(self, guest_cluster: int) -> tuple[int, L2Entry]:
+    async def l2_entry(self, guest_cluster: int) -> tuple[int, L2Entry]:
         raw = await self.tables.entry(guest_cluster)
         return raw, decode_l2(raw, self.header.cluster_bits, self.header.version)
 
@@ -148,7 +155,7 @@ class Qcow2Node(BlockNode):
         while pos < end:
             in_cluster = pos % cs
             n = min(cs - in_cluster, end - pos)
-            _, entry = await self._entry(pos // cs)
+            _, entry = await self.l2_entry(pos // cs)
             if entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
                 entry = L2Entry(entry.kind, entry.host + in_cluster)
             if out:
@@ -201,7 +208,7 @@ class Qcow2Node(BlockNode):
         parts = [await self._read_run(*run) for run in await self._runs(offset, length)]
         return b"".join(parts)
 
-    async def _cluster_content(self, guest_cluster: int, entry: L2Entry) -> bytes:
+    async def cluster_content(self, guest_cluster: int, entry: L2Entry) -> bytes:
         """What a whole guest cluster reads as now (the base of a COW)."""
         start = guest_cluster * self.cluster_size
         length = min(self.cluster_size, max(0, self.size - start))
@@ -239,7 +246,7 @@ class Qcow2Node(BlockNode):
             await self.store.flush()
         self._autoclear_done = True
 
-    async def _begin_meta(self) -> None:
+    async def begin_meta(self) -> None:
         """Call before changing metadata: repair a crashed image, set the
         dirty bit durably."""
         if self._needs_repair:
@@ -254,7 +261,7 @@ class Qcow2Node(BlockNode):
 
     async def _before_data(self, data: bytes) -> None:
         """A non-zero byte is coming: withdraw the all-zero bit first, durably."""
-        if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO and any(data):
+        if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO and not write.all_zero(data):
             await self._write_header(
                 self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO)
             )
@@ -276,278 +283,117 @@ class Qcow2Node(BlockNode):
         await self._reftable_moved(offset, clusters)
         await self.store.flush()
 
-    # ------------------------------------------------------------ writes
+    # ------------------------------------------------------------ writes (see .write)
 
-    async def _l2_for(self, guest_cluster: int) -> tuple[int, int]:
-        """(L2 table offset, index), allocating the table if needed."""
-        l1_index, l2_index = self.tables.split(guest_cluster)
-        if l1_index >= len(self.tables.l1):
-            raise BlockIOError(errno.EIO, "qcow2: guest cluster outside the L1 table")
-        offset = self.tables.l2_offset(l1_index)
-        raw_l1 = self.tables.l1[l1_index]
-        if offset and raw_l1 & COPIED:
-            return offset, l2_index
-        if offset:
-            raise BlockIOError(errno.ENOTSUP, "qmpd cannot write shared qcow2 L2 tables")
-        new = await self.refcounts.allocate(1)
-        table = array("Q", bytes(self.cluster_size))
-        await self.store.write(new, encode_u64(table))
-        await self.store.flush()  # the table's content before the pointer to it
-        await self.tables.install_l2(l1_index, new, table)
-        return new, l2_index
-
-    async def _set_entry(self, guest_cluster: int, value: int) -> None:
-        offset, index = await self._l2_for(guest_cluster)
-        await self.tables.set_entry(offset, index, value)
-
-    async def _release_all(self, entries: list[L2Entry]) -> None:
-        """Drop the references old L2 entries held (after they were
-        replaced): contiguous host clusters are freed, and discarded below,
-        as one run."""
-        bits = self.header.cluster_bits
-        runs: list[list[int]] = []  # [first cluster, count]
-        for entry in entries:
-            if entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
-                span = range(entry.host >> bits, (entry.host >> bits) + 1)
-            elif entry.kind is ClusterKind.COMPRESSED:
-                span = compressed_clusters(entry.host, entry.csize, bits)
-            else:
-                continue
-            if runs and runs[-1][0] + runs[-1][1] == span.start:
-                runs[-1][1] += len(span)
-            else:
-                runs.append([span.start, len(span)])
-        freed: list[list[int]] = []  # [byte offset, length]
-        for first, count in runs:
-            for host in await self.refcounts.free(first << bits, count):
-                if freed and freed[-1][0] + freed[-1][1] == host:
-                    freed[-1][1] += self.cluster_size
-                else:
-                    freed.append([host, self.cluster_size])
-        for host, length in freed:
-            await self.file.discard(host, length)
-
-    async def _write(self, offset: int, data: bytes) -> None:
-        async with self._lock:
-            await self._prepare_write()
-            await self._before_data(data)
-            await self._write_locked(offset, data)
-
-    async def _write_locked(self, offset: int, data: bytes) -> None:
-        cs = self.cluster_size
-        view = memoryview(data)
-        pos, end = offset, offset + len(data)
-        while pos < end:
-            guest = pos // cs
-            in_cluster = pos % cs
-            n = min(cs - in_cluster, end - pos)
-            chunk = view[pos - offset : pos - offset + n]
-            raw, entry = await self._entry(guest)
-            owned = bool(raw & COPIED)
-            if not any(chunk) and self._reads_zero(entry):
-                pos += n  # zeroes over zeroes: nothing to allocate
-                continue
-            if entry.kind is ClusterKind.NORMAL and owned:
-                # In place, together with the clusters mapped right after it.
-                host = entry.host + in_cluster
-                run = n
-                while pos + run < end:
-                    nraw, nentry = await self._entry((pos + run) // cs)
-                    if not (
-                        nentry.kind is ClusterKind.NORMAL
-                        and nraw & COPIED
-                        and nentry.host == host + run
-                    ):
-                        break
-                    run += min(cs, end - pos - run)
-                await self.store.write(host, view[pos - offset : pos - offset + run])
-                pos += run
-                continue
-            await self._begin_meta()
-            if entry.kind is ClusterKind.ZERO_ALLOC and owned:
-                # The cluster is ours: fill it, then unset ZERO.
-                cluster = bytearray(await self._cluster_content(guest, entry)) if n < cs else None
-                if cluster is not None:
-                    cluster[in_cluster : in_cluster + n] = chunk
-                await self.store.write(entry.host, chunk if cluster is None else cluster)
-                await self._set_entry(guest, entry.host | COPIED)
-                pos += n
-                continue
-            pos = await self._write_new(offset, view, pos, guest, entry)
-
-    async def _needs_new_cluster(self, guest: int, chunk: memoryview) -> L2Entry | None:
-        """The entry of ``guest`` when writing ``chunk`` into it takes a new
-        cluster (neither in place nor skipped); None otherwise."""
-        raw, entry = await self._entry(guest)
-        if raw & COPIED and entry.kind in (ClusterKind.NORMAL, ClusterKind.ZERO_ALLOC):
-            return None
-        if self._reads_zero(entry) and not any(chunk):
-            return None
-        return entry
-
-    async def _write_new(
-        self, offset: int, view: memoryview, pos: int, guest: int, entry: L2Entry
-    ) -> int:
-        """Write from ``pos`` into newly allocated clusters: ``guest`` and
-        the following clusters of the same L2 table that need new ones too,
-        as one run.  One allocation (one refcount write per block), one data
-        write, one L2 write for the run.  Returns where the run ended."""
-        cs = self.cluster_size
-        end = offset + len(view)
-        l2_index = self.tables.split(guest)[1]
-        olds = [entry]
-        stop = min(end, (guest + 1) * cs)
-        # At most half a refcount block's reach: a longer run could never be
-        # found where each new block takes the first cluster of its region.
-        reach = self.refcounts.per_block // 2
-        limit = max(1, min(self.tables.l2_entries - l2_index, _MAX_RUN_CLUSTERS, reach))
-        while stop < end and len(olds) < limit:
-            nxt = stop // cs
-            chunk = view[stop - offset : min(end, stop + cs) - offset]
-            nentry = await self._needs_new_cluster(nxt, chunk)
-            if nentry is None:
-                break
-            olds.append(nentry)
-            stop += len(chunk)
-        count = len(olds)
-        start = guest * cs
-        head, tail = pos - start, (start + count * cs) - stop
-        if head or tail:
-            buf = bytearray(count * cs)
-            buf[head : count * cs - tail] = view[pos - offset : stop - offset]
-            if head:
-                old = await self._cluster_content(guest, olds[0])
-                buf[:head] = old[:head]
-            if tail:
-                if count > 1 or not head:
-                    old = await self._cluster_content(guest + count - 1, olds[-1])
-                buf[-tail:] = old[cs - tail :]
-            payload: bytes | bytearray | memoryview = buf
-        else:
-            payload = view[pos - offset : stop - offset]
-        # The L2 table first (its own allocation), so data clusters follow it.
-        l2_offset, _ = await self._l2_for(guest)
-        host = await self.refcounts.allocate(count)
-        await self.store.write(host, payload)
-        first = host | COPIED
-        entries = array("Q", range(first, first + count * cs, cs))
-        await self.tables.set_entries(l2_offset, l2_index, entries)
-        await self._release_all(olds)
-        return stop
-
-    def _reads_zero(self, entry: L2Entry) -> bool:
+    def reads_zero(self, entry: L2Entry) -> bool:
+        """Whether a cluster mapped by ``entry`` reads as zero."""
         kind = entry.kind
         if kind is ClusterKind.UNALLOCATED:
             return self.backing is None
         return kind in (ClusterKind.ZERO_PLAIN, ClusterKind.ZERO_ALLOC)
 
-    def _whole_clusters(self, offset: int, length: int) -> tuple[int, int]:
-        """The cluster-aligned part of a request; a partial last cluster
-        counts as whole when the request runs to the end of the image (as
-        QEMU's qcow2 zero writes and discards treat it)."""
+    def _span(self, offset: int, length: int) -> _Span:
         cs = self.cluster_size
-        first = -(-offset // cs) * cs
-        end = offset + length
-        last = -(-end // cs) * cs if end == self.size else end // cs * cs
-        return first, last
+        return _Span(offset // cs, -(-(offset + length) // cs))
+
+    async def _lock_span(self, span: _Span) -> None:
+        """Take the lock once no request in flight touches ``span``'s
+        clusters (QEMU's qcow2 waits for overlapping allocations alike)."""
+        while True:
+            await self._lock.acquire()
+            busy = next((f for f in self._in_flight if f.overlaps(span)), None)
+            if busy is None:
+                return
+            self._lock.release()
+            await busy.done.wait()
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        # Planned under the lock (lookups, allocations, the L2 tables they
+        # need); the guest's bytes are written after it, the L2 entries of
+        # new clusters under it again.  Meanwhile the request's clusters
+        # are in flight: any other request touching them waits, so their
+        # mapping and the host clusters behind it stay as planned.
+        span = self._span(offset, len(data))
+        later = write.Deferred()
+        await self._lock_span(span)
+        try:
+            await self._prepare_write()
+            await self._before_data(data)
+            await write.write_data(self, offset, data, later)
+            if later.writes:
+                self._in_flight.append(span)
+        finally:
+            self._lock.release()
+        if not later.writes:
+            return
+        # Shielded: cancelled between allocation and mapping, the new
+        # clusters would be counted and used by nothing (a leak).
+        with trio.CancelScope(shield=True):
+            try:
+                for host, piece in later.writes:
+                    await self.store.write(host, piece)
+                if later.links:
+                    async with self._lock:
+                        await write.finish(self, later)
+            finally:
+                self._in_flight.remove(span)
+                span.done.set()
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
-        async with self._lock:
+        await self._lock_span(self._span(offset, length))
+        try:
             await self._prepare_write()
-            cs = self.cluster_size
-            first, last = self._whole_clusters(offset, length)
-            if last <= first:
-                await self._write_locked(offset, bytes(length))
-                return "written"
-            if first > offset:
-                await self._write_locked(offset, bytes(first - offset))
-            if offset + length > last:
-                await self._write_locked(last, bytes(offset + length - last))
-            if self.header.version < 3 and (self.backing is not None or not unmap):
-                for pos in range(first, last, cs):
-                    await self._write_locked(pos, bytes(min(cs, self.size - pos)))
-                return "written"
-            await self._rewrite_entries(first // cs, last // cs, self._zeroed, unmap)
-            return "zero-cluster" if self.header.version >= 3 else "unmap"
-
-    def _zeroed(self, raw: int, unmap: bool) -> int | None:
-        """The entry a zero write leaves, or None when it stays."""
-        entry = decode_l2(raw, self.header.cluster_bits, self.header.version)
-        kind = entry.kind
-        if kind is ClusterKind.ZERO_PLAIN:
-            return None
-        if kind is ClusterKind.ZERO_ALLOC and not unmap:
-            return None
-        if kind is ClusterKind.UNALLOCATED and self.backing is None:
-            return None  # already reads as zero
-        if self.header.version < 3:
-            return 0  # no backing: unallocated reads zero
-        if not unmap and kind is ClusterKind.NORMAL and raw & COPIED:
-            return entry.host | COPIED | ZERO_FLAG  # keep the host cluster
-        return ZERO_FLAG
-
-    def _discarded(self, raw: int, unmap: bool) -> int | None:
-        """The entry a discard leaves, or None when it stays."""
-        if self.header.version >= 3 and self.backing is not None:
-            # Unallocated would show the backing file: a zero cluster instead.
-            plain = decode_l2(raw, self.header.cluster_bits, 3).kind is ClusterKind.ZERO_PLAIN
-            return None if plain else ZERO_FLAG
-        return 0 if raw else None
-
-    async def _rewrite_entries(
-        self, first: int, last: int, change: Callable[[int, bool], int | None], unmap: bool
-    ) -> None:
-        """Give guest clusters ``first`` to ``last`` (exclusive) the entries
-        ``change`` decides, an L2 table at a time: one write for the changed
-        span of each table, then the old host clusters are released (after
-        they are unlinked, as v2 images need) in contiguous runs."""
-        guest = first
-        while guest < last:
-            l1_index, l2_index = self.tables.split(guest)
-            n = min(self.tables.l2_entries - l2_index, last - guest)
-            l2_offset = self.tables.l2_offset(l1_index)
-            if l2_offset:
-                olds = (await self.tables.l2_table(l2_offset))[l2_index : l2_index + n]
-            else:
-                olds = array("Q", bytes(8 * n))
-            news = array("Q", olds)
-            lo, hi = n, -1
-            for i, raw in enumerate(olds):
-                new = change(raw, unmap)
-                if new is not None and new != raw:
-                    news[i] = new
-                    lo, hi = min(lo, i), i
-            if hi >= 0:
-                await self._begin_meta()
-                l2_offset, _ = await self._l2_for(guest)
-                await self.tables.set_entries(l2_offset, l2_index + lo, news[lo : hi + 1])
-                bits, version = self.header.cluster_bits, self.header.version
-                await self._release_all(
-                    [
-                        decode_l2(old, bits, version)
-                        for old, new in zip(olds[lo : hi + 1], news[lo : hi + 1], strict=True)
-                        if (old & OFFSET_MASK) != (new & OFFSET_MASK) or old & COMPRESSED
-                    ]
-                )
-            guest += n
+            return await write.write_zeroes(self, offset, length, unmap)
+        finally:
+            self._lock.release()
 
     async def _discard(self, offset: int, length: int) -> None:
-        async with self._lock:
+        await self._lock_span(self._span(offset, length))
+        try:
             await self._prepare_write()
-            cs = self.cluster_size
-            # Only whole clusters are discarded (as QEMU); the rest is kept.
-            first, last = self._whole_clusters(offset, length)
-            await self._rewrite_entries(first // cs, last // cs, self._discarded, False)
+            await write.discard(self, offset, length)
+        finally:
+            self._lock.release()
 
     async def _flush(self) -> None:
         async with self._lock:
             await self.store.flush()
-            if self._dirty_on_disk and not self._needs_repair:
+            if self.tables.pending:
+                # The new L2 tables are durable now: point the L1 table at them.
+                await self.tables.commit_l1()
+                await self.store.flush()
+            # Not while a write is in flight: clusters it allocated are not
+            # linked yet (a crash now would leave them leaked).
+            if self._dirty_on_disk and not self._needs_repair and not self._in_flight:
                 await self._write_header(
                     self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
                 )
                 await self.store.flush()
                 self._dirty_on_disk = False
+
+    async def write_behind(self, offset: int, length: int) -> None:
+        """The hint of a writer that will flush soon (the mirror gives it
+        every few MiB): sync the file now, outside the node's lock, while
+        writes go on; then the L2 tables written before the sync are
+        durable and their pending L1 entries can be written.
+
+        A sync rather than only starting writeback, because on storage
+        with a volatile cache (a virtual disk over a host file) the cost of
+        a flush grows with what was written since the last one, and only
+        a flush pays it: paid here, it overlaps the copy instead of
+        following it.  QEMU's qcow2 gets the same overlap from the flushes
+        each new L2 table costs it, which other requests do not wait for.
+        Changes no data, raises nothing."""
+        if length <= 0 or self.read_only:
+            return
+        written = set(self.tables.pending)  # tables whose write completed
+        try:
+            await self.file.flush()
+            if written:
+                async with self._lock:
+                    await self.tables.commit_l1(written)
+        except BlockIOError:
+            pass  # still pending: the next flush writes them, or reports the error
 
     async def _truncate(self, size: int) -> None:
         if size % 512:
@@ -558,7 +404,7 @@ class Qcow2Node(BlockNode):
             return
         async with self._lock:
             await self._prepare_write()
-            await self._begin_meta()
+            await self.begin_meta()
             old_size = self.size
             await self._grow_l1(l1_entries_for(size, self.header.cluster_bits))
             await self._write_header(self.header.with_(size=size))
@@ -578,7 +424,9 @@ class Qcow2Node(BlockNode):
         capacity = -(-header.l1_size * 8 // self.cluster_size) * self.cluster_size // 8
         new = array("Q", l1) + array("Q", bytes(8 * (entries - len(l1))))
         if entries <= capacity:
-            await self.store.write(header.l1_table_offset, encode_u64(new))
+            # Only the new, empty entries: pending ones wait for a flush.
+            tail = new[len(l1) :]
+            await self.store.write(header.l1_table_offset + len(l1) * 8, encode_u64(tail))
             self.tables.l1 = new
             await self._write_header(header.with_(l1_size=entries))
             return
@@ -589,6 +437,9 @@ class Qcow2Node(BlockNode):
         self.tables.l1, self.tables.l1_offset = new, offset
         await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
         await self.store.flush()
+        # The new table was written whole, pending entries included, and
+        # synced with the tables they point at before the header switched.
+        self.tables.pending.clear()
         old_clusters = -(-header.l1_size * 8 // self.cluster_size)
         if header.l1_size:
             await self.refcounts.free(header.l1_table_offset, old_clusters)
@@ -731,15 +582,24 @@ class Qcow2Node(BlockNode):
         return {"type": "qcow2", "data": data}
 
     def close(self) -> None:
-        if not self.closed and self._dirty_on_disk and not self._needs_repair:
+        if not self.closed:
+            self._close_image()
+        super().close()
+
+    def _close_image(self) -> None:
+        """Everything but pending L1 entries is written through already:
+        make it durable, write those entries, then mark the image clean.
+        Where that cannot be done here the image stays dirty and is
+        repaired on the next read-write open."""
+        for offset, data in self.tables.pending_writes():
+            if not pwrite_and_sync_now(self.file, offset, data, sync_first=True):
+                return
+        self.tables.pending.clear()
+        if self._dirty_on_disk and not self._needs_repair:
             clean = self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
-            # Everything is written through already; make it durable, then
-            # mark the image clean.  Where that cannot be done here the image
-            # stays dirty and is repaired on the next read-write open.
             if pwrite_and_sync_now(self.file, 0, encode_header(clean), sync_first=True):
                 self.header = clean
                 self._dirty_on_disk = False
-        super().close()
 
 
 __all__ = ["KNOWN_AUTOCLEAR", "Qcow2Node"]

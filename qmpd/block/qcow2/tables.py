@@ -2,10 +2,19 @@
 
 The L1 table lives in memory whole (QEMU does the same; 32 MiB at most).
 L2 tables are read on demand into a small LRU cache of integer arrays.
-Entries are written through (a run of consecutive entries in one write),
-so the file always holds what the cache holds; the only ordering the caller has to get right
-is "a table's content before the entry that points at it" and "a
-cluster's data before the L2 entry that maps it".
+L2 entries are written through (a run of consecutive entries in one
+write), so the file always holds what the cache holds; the caller orders
+"a cluster's data before the L2 entry that maps it".
+
+A new L2 table is written at once, but the L1 entry pointing at it is
+held in memory (*pending*) until :meth:`Tables.commit_l1`, which the node
+calls after a sync that followed the table's write (its flush, its
+``write_behind``, its close): so the table's content is durable before
+anything points at it, without a sync per new table, which would stall
+every request behind it.  QEMU orders the two with flushes of its own per
+table (l2_allocate).  Holding the entry back costs only what a crash may
+lose anyway, writes since the last flush (QEMU's write-back L2 cache
+holds its entry updates back until a flush too); the image stays valid.
 """
 
 from __future__ import annotations
@@ -71,6 +80,8 @@ class Tables:
         self.l1 = l1
         self._cache: OrderedDict[int, array[int]] = OrderedDict()
         self._capacity = max(4, L2_CACHE_BYTES // self.cluster_size)
+        #: L1 indexes whose entry the file does not hold yet (see above).
+        self.pending: set[int] = set()
 
     def split(self, guest_cluster: int) -> tuple[int, int]:
         """(L1 index, L2 index) of a guest cluster."""
@@ -112,11 +123,41 @@ class Tables:
         await self.store.write(l2_offset + l2_index * 8, encode_u64(values))
 
     async def install_l2(self, l1_index: int, offset: int, table: array[int]) -> None:
-        """Write a new L2 table, then the L1 entry pointing at it."""
+        """Write a new L2 table; the L1 entry pointing at it is pending
+        until :meth:`commit_l1`."""
         await self.store.write(offset, encode_u64(table))
         self._cache[offset] = table
         self.l1[l1_index] = offset | (1 << 63)  # COPIED: a fresh table has one user
-        await self.store.write(self.l1_offset + l1_index * 8, struct.pack(">Q", self.l1[l1_index]))
+        self.pending.add(l1_index)
+
+    def pending_writes(self, only: set[int] | None = None) -> list[tuple[int, bytes]]:
+        """(file offset, bytes) writes that store the pending L1 entries
+        (those also in ``only``, when given): one per run of consecutive
+        indexes."""
+        out: list[tuple[int, bytes]] = []
+        run: list[int] = []
+        for index in sorted(self.pending if only is None else self.pending & only):
+            if run and index != run[-1] + 1:
+                out.append(self._l1_run(run))
+                run = []
+            run.append(index)
+        if run:
+            out.append(self._l1_run(run))
+        return out
+
+    def _l1_run(self, run: list[int]) -> tuple[int, bytes]:
+        return self.l1_offset + run[0] * 8, encode_u64(self.l1[run[0] : run[-1] + 1])
+
+    async def commit_l1(self, only: set[int] | None = None) -> None:
+        """Write the pending L1 entries (those also in ``only``, when
+        given).  The caller made the tables they point at durable first
+        (a sync after their writes), and syncs after to make these
+        durable.  Raises BlockIOError from the writes (what was not
+        written stays pending)."""
+        todo = set(self.pending) if only is None else self.pending & only
+        for offset, data in self.pending_writes(todo):
+            await self.store.write(offset, data)
+        self.pending -= todo
 
     def forget(self, offset: int) -> None:
         self._cache.pop(offset, None)
