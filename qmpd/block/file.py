@@ -22,8 +22,8 @@ with QEMU's "filesystem does not support O_DIRECT".
 A copy between two host files (:meth:`BlockNode.copy_to`) is one
 ``copy_file_range`` in a worker thread: the data never enters Python, and
 a file system that shares extents makes it a reflink.  ``write_behind``
-starts writeback (``sync_file_range(SYNC_FILE_RANGE_WRITE)``) for a caller
-that will flush soon.
+is an fdatasync for a caller that will flush soon anyway; a failure there
+is kept and reported by the next flush (the kernel tells one sync only).
 
 Block status asks the file system with ``lseek(SEEK_DATA/SEEK_HOLE)``: a
 hole reads as zero (a promise the kernel keeps), everything else is data.
@@ -91,10 +91,6 @@ FALLOC_FL_ZERO_RANGE = 0x10
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 _libc.fallocate.restype = ctypes.c_int
-_libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-_libc.sync_file_range.restype = ctypes.c_int
-#: sync_file_range(2): start writeback of the range's dirty pages, do not wait.
-SYNC_FILE_RANGE_WRITE = 0x2
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
@@ -172,6 +168,8 @@ class FileNode(BlockNode):
         #: The O_DIRECT alignments; None without cache.direct.
         self.alignment: Alignment | None = None
         self._gate = RangeGate()
+        #: A write_behind sync failed with this errno: the next flush fails.
+        self._sync_error: int | None = None
         self.fd = self._open(filename, options)
         try:
             st = os.fstat(self.fd)
@@ -420,13 +418,24 @@ class FileNode(BlockNode):
             return False
         return True
 
-    async def _start_writeback(self, offset: int, length: int) -> None:
-        # In a thread: with the device's queue full, starting I/O waits.
-        await trio.to_thread.run_sync(
-            _libc.sync_file_range, self.fd, offset, length, SYNC_FILE_RANGE_WRITE
-        )
+    async def _sync_behind(self) -> bool:
+        if self.read_only:
+            return False
+        if self.options.cache_no_flush:
+            return True  # as durable as this node's flush makes anything
+        try:
+            await trio.to_thread.run_sync(os.fdatasync, self.fd)
+        except OSError as exc:
+            # The kernel reports a writeback error to one sync only: keep it
+            # for the next flush, which must not succeed over lost data.
+            self._sync_error = exc.errno or errno.EIO
+            return False
+        return True
 
     async def _flush(self) -> None:
+        if self._sync_error is not None:
+            err, self._sync_error = self._sync_error, None
+            raise BlockIOError(err)
         try:
             await trio.to_thread.run_sync(os.fdatasync, self.fd)
         except OSError as exc:

@@ -240,19 +240,29 @@ class BlockNode:
         node, host_offset, inspect = dst
         return await node._copy_in(src[0], src[1], host_offset, length, inspect)
 
-    async def write_behind(self, offset: int, length: int) -> None:
-        """Start writing the range's completed writes to storage, without
-        waiting: a hint for a caller that will flush soon and wants the
-        storage busy meanwhile.  A node whose bytes are not in one host
-        file byte for byte (a format driver) passes the hint on to its
-        whole ``file`` child.  Changes no data, raises nothing."""
+    async def write_behind(self, offset: int, length: int) -> bool:
+        """Get the range's completed writes onto storage ahead of a flush
+        the caller will make anyway (a mirror before ready), so that the
+        storage works while the caller goes on.  A host file syncs
+        (on storage with a volatile cache, as a virtual disk over a host
+        file has, only a sync empties it, and its cost grows with what was
+        written since the last one: paid here, beside the caller's work,
+        it is not paid after it).  A node whose bytes are not in one host
+        file byte for byte (a format driver) passes this on to its whole
+        ``file`` child.
+
+        Returns True when every write completed before the call is now
+        durable.  Changes no data and raises nothing: a failed sync is
+        reported by the node's next :meth:`flush` instead.
+        """
         if length <= 0:
-            return
+            return False
         host = self._host_file(offset)
         if host is not None:
-            await host[0]._start_writeback(host[1], length)
-        elif (child := self.children.get("file")) is not None:
-            await child.write_behind(0, child.size)
+            return await host[0]._sync_behind()
+        if (child := self.children.get("file")) is not None:
+            return await child.write_behind(0, child.size)
+        return False
 
     def debug_event(self, event: str) -> None:
         """A parent's request reached ``event`` (a BlkdebugEvent name) on its
@@ -358,8 +368,9 @@ class BlockNode:
         None when there is no such place or the node cannot be written."""
         return None
 
-    async def _start_writeback(self, offset: int, length: int) -> None:
+    async def _sync_behind(self) -> bool:
         """A host file's half of :meth:`write_behind`."""
+        return False
 
     async def _copy_in(
         self,

@@ -39,12 +39,12 @@ of data, plus a tail shorter than a chunk that would be left over (bits
 cleared; copied by the kernel when source and target are
 host files, see :meth:`BlockNode.copy_to`, else read and written).  Then
 it goes on with the next window, so pieces of different dirty runs are in
-flight together.  Before ready, every 16 MiB of data pieces starts the
-target's writeback (:meth:`MirrorCopy._write_behind`), so that the flush
-before ready finds little left to write.  At most 16 operations
-(QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of data
-pieces (give or take those tails), do I/O at once (a capacity limiter; at least one); the
-main task starts no new window while that many are started.  With a speed
+flight together.  Before ready, every 16 MiB of data pieces starts a
+sync of the target (:meth:`MirrorCopy._write_behind`), so that the flush
+before ready finds little left to write.  At most 16 operations (QEMU's
+MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of data pieces (give
+or take those tails), do I/O at once (a capacity limiter; at least one);
+the main task starts no new window while that many are started.  With a speed
 limit it waits for each window's operations, then for the limiter.
 
 Why this stays correct with several operations in flight:
@@ -116,7 +116,7 @@ MiB = 1 << 20
 MAX_IO_BYTES = MiB
 #: QEMU's MAX_IN_FLIGHT: copy operations running at once.
 MAX_IN_FLIGHT = 16
-#: Before ready, start the target's writeback after this many bytes of
+#: Before ready, sync the target in the background after this many bytes of
 #: data pieces (see :meth:`MirrorCopy._write_behind`).
 WRITE_BEHIND_BYTES = 16 * MiB
 #: Most extents kept in the job's map of the source's block status.
@@ -235,7 +235,7 @@ class MirrorCopy(BlockJob):
         #: ``_status_changes``: one walk instead of one query per window.
         self._status_map: list[Extent] | None = None
         self._status_changes = 0
-        #: Bytes of data pieces started since writeback was last started.
+        #: Bytes of data pieces started since the last write-behind started.
         self._unsynced = 0
         #: Set when the running write-behind (if any) is over.
         self._writeback: trio.Event | None = None
@@ -470,13 +470,15 @@ class MirrorCopy(BlockJob):
             nursery.start_soon(self._write_behind, self._writeback)
 
     async def _write_behind(self, done: trio.Event) -> None:
-        """Get the target's storage writing what the copy wrote so far.
+        """Make what the copy wrote so far durable, beside the copy.
 
-        The target is flushed before ready, and a flush that finds the whole
-        copy still in the page cache takes as long as writing it out (on
-        this machine ~0.4 s for 200 MiB, as long as the copy itself).
-        Started every WRITE_BEHIND_BYTES, one at a time, writeback runs
-        beside the copy instead of after it.  A hint: it changes no data.
+        The target is flushed before ready, and on storage with a volatile
+        cache a flush costs in proportion to what was written since the
+        last one, however it is split (on this machine ~0.4 s for 200 MiB,
+        as long as the copy itself; only starting writeback did not
+        shorten it).  Synced every WRITE_BEHIND_BYTES, one at a time, the
+        cost is paid while copying, not after.  Changes no data; a failed
+        sync fails the flush before ready (:meth:`BlockNode.write_behind`).
         """
         try:
             await self.target.write_behind(0, self.target.size)

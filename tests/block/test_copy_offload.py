@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from qmpd.block import BlockIOError, CommonOptions, FileNode, RawNode
-from qmpd.block.file import _libc
 
 from .conftest import make_image
 
@@ -111,21 +110,49 @@ async def test_past_the_source_end_reads_as_zero(source: Path, tmp_path: Path) -
     assert await dst.read(3 * MiB - 65536, MiB + 65536) == bytes(MiB + 65536)
 
 
-async def test_write_behind(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ranges = []
-    real = _libc.sync_file_range
+async def test_write_behind_syncs(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
 
-    def spy(fd: int, offset: int, length: int, flags: int) -> int:
-        ranges.append((offset, length, flags))
-        return int(real(fd, offset, length, flags))
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
 
-    monkeypatch.setattr(_libc, "sync_file_range", spy)
+    monkeypatch.setattr(os, "fdatasync", spy)
     base = file_node(source)
     raw = RawNode("r", CommonOptions(), file=base, offset=MiB)
     await raw.write(0, b"x" * 4096)
-    await raw.write_behind(0, 4096)
-    await raw.write_behind(0, 0)
-    assert ranges == [(MiB, 4096, 2)]
+    assert await raw.write_behind(0, 4096)
+    assert not await raw.write_behind(0, 0)
+    assert synced == [base.fd]
+    # cache.no-flush: nothing to sync, and as durable as flush makes it.
+    lazy = file_node(source, cache_no_flush=True)
+    assert await lazy.write_behind(0, 4096)
+    assert synced == [base.fd]
+    # A read-only node has nothing to make durable.
+    assert not await file_node(source, read_only=True).write_behind(0, 4096)
+
+
+async def test_failed_write_behind_fails_the_next_flush(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel reports a lost write to one sync only: when that sync was
+    the write-behind's, the caller's own flush must still fail."""
+    node = file_node(source)
+    real = os.fdatasync
+
+    def lost(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", lost)
+    assert not await node.write_behind(0, MiB)  # raises nothing
+    monkeypatch.setattr(os, "fdatasync", real)
+    with pytest.raises(BlockIOError) as exc:
+        await node.flush()
+    assert exc.value.errno == errno.EIO
+    await node.flush()  # reported once, as the kernel does
 
 
 async def test_change_count_covers_the_nodes_below(source: Path, tmp_path: Path) -> None:

@@ -371,7 +371,7 @@ class Qcow2Node(BlockNode):
                 await self.store.flush()
                 self._dirty_on_disk = False
 
-    async def write_behind(self, offset: int, length: int) -> None:
+    async def write_behind(self, offset: int, length: int) -> bool:
         """The hint of a writer that will flush soon (the mirror gives it
         every few MiB): sync the file now, outside the node's lock, while
         writes go on; then the L2 tables written before the sync are
@@ -383,17 +383,20 @@ class Qcow2Node(BlockNode):
         a flush pays it: paid here, it overlaps the copy instead of
         following it.  QEMU's qcow2 gets the same overlap from the flushes
         each new L2 table costs it, which other requests do not wait for.
-        Changes no data, raises nothing."""
+        Changes no data, raises nothing: a failed sync stays pending in
+        the file node for the next flush to report."""
         if length <= 0 or self.read_only:
-            return
+            return False
         written = set(self.tables.pending)  # tables whose write completed
-        try:
-            await self.file.flush()
-            if written:
+        if not await self.file.write_behind(0, self.file.size):
+            return False
+        if written:
+            try:
                 async with self._lock:
                     await self.tables.commit_l1(written)
-        except BlockIOError:
-            pass  # still pending: the next flush writes them, or reports the error
+            except BlockIOError:
+                return False  # still pending: the next flush writes them
+        return True
 
     async def _truncate(self, size: int) -> None:
         if size % 512:
