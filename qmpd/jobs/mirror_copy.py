@@ -234,6 +234,7 @@ class MirrorCopy(BlockJob):
         #: windows while the source's change_count() is still
         #: ``_status_changes``: one walk instead of one query per window.
         self._status_map: list[Extent] | None = None
+        self._status_starts: list[int] = []
         self._status_changes = 0
         #: Bytes of data pieces started since the last write-behind started.
         self._unsynced = 0
@@ -495,12 +496,11 @@ class MirrorCopy(BlockJob):
         if self.source.change_count() != self._status_changes:
             self._status_map = None
             return None
-        first = bisect_right(status, start, key=lambda ext: ext.start) - 1
+        i = max(bisect_right(self._status_starts, start) - 1, 0)
         out = []
-        for ext in status[max(first, 0) :]:
-            if ext.start >= end:
-                break
-            out.append(ext.clipped(start, end))
+        while i < len(status) and status[i].start < end:
+            out.append(status[i].clipped(start, end))
+            i += 1
         return out
 
     async def _run_op(self, op: _Op) -> None:
@@ -575,6 +575,7 @@ class MirrorCopy(BlockJob):
             status = await src.block_status(0, length)
             if src.change_count() == changes and len(status) <= STATUS_MAP_MAX:
                 self._status_map, self._status_changes = status, changes
+                self._status_starts = [ext.start for ext in status]
             for ext in status:
                 if ext.present:
                     self.dirty.mark(ext.start, ext.length)
