@@ -77,6 +77,8 @@ class BlockGraph:
         return node
 
     def newest_first(self) -> list[BlockNode]:
+        """Every node, in QEMU's order: newest name first (QEMU lists nodes
+        in the reverse order it named them)."""
         return list(reversed(self._nodes.values()))
 
     # ------------------------------------------------------------- naming
@@ -109,11 +111,18 @@ class BlockGraph:
 
     # ------------------------------------------------------------- changes
 
-    def insert(self, node: BlockNode) -> None:
-        """Register a built node (its children must be registered already)."""
+    def insert(self, node: BlockNode, before: BlockNode | None = None) -> None:
+        """Register a built node (its children must be registered already):
+        newest, or just older than ``before`` (see :meth:`newest_first`)."""
         assert node.name not in self._nodes, node.name
         self._reserved.discard(node.name)
-        self._nodes[node.name] = node
+        if before is None:
+            self._nodes[node.name] = node
+            return
+        items = list(self._nodes.items())
+        at = next(i for i, (name, _) in enumerate(items) if name == before.name)
+        items.insert(at, (node.name, node))
+        self._nodes = dict(items)
 
     def attach(self, node: BlockNode, user: NodeUser) -> None:
         """Let ``user`` use ``node`` with its permissions.

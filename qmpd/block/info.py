@@ -37,7 +37,11 @@ def json_filename(options: dict[str, Any]) -> str:
 
 
 def backing_image(node: BlockNode) -> BlockNode | None:
-    """The node ``backing-image`` would describe (a COW backing); none yet."""
+    """The node ``backing-image`` describes, and ``backing_file_depth``
+    counts: a filter's filtered child (blkdebug's ``image``, mirror_top's
+    ``backing``), else the COW ``backing`` (QEMU's bdrv_filter_or_cow_bs)."""
+    if getattr(type(node), "is_filter", False) and len(node.children) == 1:
+        return next(iter(node.children.values()))
     return node.children.get("backing")
 
 

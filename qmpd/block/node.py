@@ -108,6 +108,10 @@ class BlockNode:
     driver: ClassVar[str] = ""
     #: Protocol drivers sit at the bottom (QEMU's ``protocol_name``).
     is_protocol: ClassVar[bool] = False
+    #: Child roles QEMU opens before it names the node (a format driver's
+    #: ``file``); it names the node before any other child.  The order of
+    #: naming is the order query-named-block-nodes lists, newest first.
+    named_after: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, options: CommonOptions) -> None:
         self.name = name

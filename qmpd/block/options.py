@@ -75,6 +75,10 @@ class _Build:
     def __init__(self, graph: BlockGraph) -> None:
         self.graph = graph
         self.created: list[BlockNode] = []
+        #: For each node built here: when its build began (an index into
+        #: ``created``) and the node of its subtree oldest in the graph.
+        self._began: dict[int, int] = {}
+        self._oldest: dict[int, BlockNode] = {}
 
     def child(self, ref: str | dict[str, Any], parent_args: dict[str, Any]) -> BlockNode:
         if isinstance(ref, str):
@@ -82,6 +86,7 @@ class _Build:
         return self.node(inherit(ref, parent_args), top=False)
 
     def node(self, args: dict[str, Any], *, top: bool) -> BlockNode:
+        began = len(self.created)
         driver = args["driver"]
         builder = DRIVERS.get(driver)
         if builder is None:
@@ -110,9 +115,27 @@ class _Build:
         node.auto_named = auto
         for role, child in node.children.items():
             child.parents.append((node, role))
-        self.graph.insert(node)
-        self.created.append(node)
+        self._register(node, began)
         return node
+
+    def _register(self, node: BlockNode, began: int) -> None:
+        """Insert ``node`` where QEMU would have named it: after the
+        children it opens first (``named_after``), before the others
+        built here, whose subtrees the graph holds in build order."""
+        built = sorted(
+            ((role, child) for role, child in node.children.items() if id(child) in self._began),
+            key=lambda rc: self._began[id(rc[1])],
+        )
+        later = [child for role, child in built if role not in type(node).named_after]
+        before = self._oldest[id(later[0])] if later else None
+        self.graph.insert(node, before=before)
+        self.created.append(node)
+        self._began[id(node)] = began
+        first = built[0][1] if built else None
+        if first is None or (later and first is later[0]):
+            self._oldest[id(node)] = node
+        else:
+            self._oldest[id(node)] = self._oldest[id(first)]
 
     def undo(self) -> None:
         for node in reversed(self.created):

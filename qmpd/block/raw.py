@@ -22,6 +22,7 @@ from .zerostate import KnownZero
 
 class RawNode(BlockNode):
     driver = "raw"
+    named_after = ("file",)
 
     def __init__(
         self,

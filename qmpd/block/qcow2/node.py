@@ -79,6 +79,7 @@ class _Span:
 
 class Qcow2Node(BlockNode):
     driver = "qcow2"
+    named_after = ("file",)
 
     def __init__(
         self,

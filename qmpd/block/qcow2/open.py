@@ -105,12 +105,16 @@ def _backing(
     build: _Build, file: BlockNode, header: Header, args: dict[str, Any]
 ) -> tuple[BlockNode | None, bool]:
     if "backing" in args:
+        # Given by the client: the image's own backing is "overridden"
+        # (its filename becomes json:) unless the node given is the one
+        # the header names, compared as QEMU does, by the header's string.
         ref = args["backing"]
         if ref is None:
-            return None, False
+            return None, not header.backing_file
         if isinstance(ref, dict):
             ref = {"read-only": True, **ref}
-        return build.child(ref, {**args, "read-only": True}), False
+        node = build.child(ref, {**args, "read-only": True})
+        return node, bool(header.backing_file) and node.filename() == header.backing_file
     if not header.backing_file:
         return None, True
     path = header.backing_file
