@@ -3,6 +3,13 @@
 The shapes are QEMU 11.1's (``query-named-block-nodes`` as observed on
 qemu-storage-daemon 11.1.2).  Throttling is not implemented, so its six
 limits are always 0 and the optional ``*_max`` members are absent.
+
+Two habits of QEMU's show here.  It keeps a node's length in 512-byte
+sectors, rounded up, so ``virtual-size`` is a multiple of 512 even for a
+1000-byte file.  And it keeps a node's children newest first: a qcow2
+node lists ``backing`` (attached after the image was read) before
+``file``.  With ``flat`` it does not walk the backing chain at all, so
+``backing_file_depth`` is 0 there.
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from typing import Any
 
 from ..protocol.hashorder import qdict_order
 from .node import BlockNode
+
+#: QEMU's sector: every length it reports is a whole number of them.
+SECTOR = 512
 
 # One encoder for every call: json.dumps would build a new one each time.
 _ENCODER = json.JSONEncoder(separators=(", ", ": "))
@@ -45,6 +55,14 @@ def backing_image(node: BlockNode) -> BlockNode | None:
     return node.children.get("backing")
 
 
+def cow_backing(node: BlockNode) -> BlockNode | None:
+    """The COW backing (QEMU's bdrv_cow_bs): a filter's ``backing`` is the
+    data it passes through, not a backing file."""
+    if getattr(type(node), "is_filter", False):
+        return None
+    return node.children.get("backing")
+
+
 def image_info(node: BlockNode, *, flat: bool, filename: str | None = None) -> dict[str, Any]:
     """ImageInfo of ``node``; with ``flat`` no nested ``backing-image``.
 
@@ -53,8 +71,13 @@ def image_info(node: BlockNode, *, flat: bool, filename: str | None = None) -> d
     info: dict[str, Any] = {
         "filename": node.filename() if filename is None else filename,
         "format": node.driver,
-        "virtual-size": node.size,
+        "virtual-size": -(-node.size // SECTOR) * SECTOR,
     }
+    # What the driver reads from its own metadata: cluster size, and the
+    # backing file the image header names (whatever node is attached).
+    header_info = getattr(node, "header_info", None)
+    if header_info is not None:
+        info.update(header_info())
     if node.has_dirty_flag():
         info["dirty-flag"] = False
     actual = node.actual_size()
@@ -73,7 +96,7 @@ def image_info(node: BlockNode, *, flat: bool, filename: str | None = None) -> d
 def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
     """BlockDeviceInfo of ``node`` (the element of query-named-block-nodes)."""
     depth = 0
-    below = backing_image(node)
+    below = None if flat else backing_image(node)
     while below is not None:
         depth += 1
         below = backing_image(below)
@@ -85,7 +108,9 @@ def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
         "ro": node.read_only,
         "drv": node.driver,
         "backing_file_depth": depth,
-        "children": [{"child": role, "node-name": c.name} for role, c in node.children.items()],
+        "children": [
+            {"child": role, "node-name": c.name} for role, c in reversed(node.children.items())
+        ],
         "active": opts.active,
         "encrypted": False,
         "detect_zeroes": opts.detect_zeroes,
@@ -100,6 +125,9 @@ def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
         "cache": {"writeback": True, "direct": opts.cache_direct, "no-flush": opts.cache_no_flush},
         "write_threshold": 0,
     }
+    cow = cow_backing(node)
+    if cow is not None:
+        info["backing_file"] = cow.filename()
     # Nodes carrying dirty bitmaps (a mirror's filter) describe them.
     bitmaps = getattr(node, "dirty_bitmaps_info", None)
     if bitmaps is not None:
@@ -107,4 +135,11 @@ def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
     return info
 
 
-__all__ = ["backing_image", "block_device_info", "image_info", "json_filename"]
+__all__ = [
+    "SECTOR",
+    "backing_image",
+    "block_device_info",
+    "cow_backing",
+    "image_info",
+    "json_filename",
+]

@@ -36,7 +36,6 @@ import errno
 import zlib
 from array import array
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import trio
 
@@ -47,7 +46,6 @@ from . import refcount as rc
 from . import write
 from .format import (
     AUTOCLEAR_QMPD_ALL_ZERO,
-    INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
     ClusterKind,
     Header,
@@ -56,6 +54,7 @@ from .format import (
     encode_header,
     l1_entries_for,
 )
+from .info import Qcow2Info
 from .storage import Storage, pwrite_and_sync_now
 from .tables import Tables, encode_u64
 from .zero import flag_valid, scan_layer
@@ -77,8 +76,7 @@ class _Span:
         return self.first < other.end and other.first < self.end
 
 
-class Qcow2Node(BlockNode):
-    driver = "qcow2"
+class Qcow2Node(Qcow2Info):
     named_after = ("file",)
 
     def __init__(
@@ -126,18 +124,6 @@ class Qcow2Node(BlockNode):
         )
 
     # ------------------------------------------------------------ basics
-
-    @property
-    def file(self) -> BlockNode:
-        return self.children["file"]
-
-    @property
-    def backing(self) -> BlockNode | None:
-        return self.children.get("backing")
-
-    @property
-    def cluster_size(self) -> int:
-        return self.header.cluster_size
 
     def _size(self) -> int:
         return self.header.size
@@ -551,39 +537,6 @@ class Qcow2Node(BlockNode):
             perm |= Perm.WRITE | Perm.RESIZE
             shared &= ~(Perm.WRITE | Perm.RESIZE)
         return perm, shared | Perm.WRITE_UNCHANGED
-
-    def exact_filename(self) -> str | None:
-        if self.strong_options or not self.backing_default or not self.file.is_protocol:
-            return None
-        return self.file.exact_filename()
-
-    def full_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"driver": self.driver, **self.strong_options}
-        opts["file"] = self.file.full_options()
-        if self.backing is not None and not self.backing_default:
-            opts["backing"] = self.backing.full_options()
-        elif self.backing is None and self.header.backing_file:
-            opts["backing"] = None
-        return opts
-
-    def actual_size(self) -> int | None:
-        return self.file.actual_size()
-
-    def has_dirty_flag(self) -> bool:
-        return True
-
-    def format_specific(self) -> dict[str, Any] | None:
-        # QEMU 11.1's ImageInfoSpecificQCow2, members in the order it prints.
-        h = self.header
-        data: dict[str, Any] = {"compat": "1.1" if h.version >= 3 else "0.10"}
-        data["compression-type"] = "zlib" if h.compression_type == 0 else "zstd"
-        if h.version >= 3:
-            data["lazy-refcounts"] = h.lazy_refcounts
-        data["refcount-bits"] = h.refcount_bits
-        if h.version >= 3:
-            data["corrupt"] = bool(h.incompatible & INCOMPAT_CORRUPT)
-            data["extended-l2"] = False
-        return {"type": "qcow2", "data": data}
 
     def close(self) -> None:
         if not self.closed:
