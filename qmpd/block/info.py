@@ -5,10 +5,10 @@ qemu-storage-daemon 11.1.2).  Throttling is not implemented, so its six
 limits are always 0 and the optional ``*_max`` members are absent.
 
 Two habits of QEMU's show here.  It keeps a node's length in 512-byte
-sectors, rounded up, so ``virtual-size`` is a multiple of 512 even for a
-1000-byte file.  And it keeps a node's children newest first: a qcow2
-node lists ``backing`` (attached after the image was read) before
-``file``.  With ``flat`` it does not walk the backing chain at all, so
+sectors, rounded up (as :attr:`BlockNode.size` does), so ``virtual-size``
+is a multiple of 512 even for a 1000-byte file.  And it keeps a node's
+children newest first: a qcow2 node lists ``backing`` (attached after
+the image was read) before ``file``.  With ``flat`` it does not walk the backing chain at all, so
 ``backing_file_depth`` is 0 there.
 """
 
@@ -20,9 +20,6 @@ from typing import Any
 
 from ..protocol.hashorder import qdict_order
 from .node import BlockNode
-
-#: QEMU's sector: every length it reports is a whole number of them.
-SECTOR = 512
 
 # One encoder for every call: json.dumps would build a new one each time.
 _ENCODER = json.JSONEncoder(separators=(", ", ": "))
@@ -71,7 +68,7 @@ def image_info(node: BlockNode, *, flat: bool, filename: str | None = None) -> d
     info: dict[str, Any] = {
         "filename": node.filename() if filename is None else filename,
         "format": node.driver,
-        "virtual-size": -(-node.size // SECTOR) * SECTOR,
+        "virtual-size": node.size,
     }
     # What the driver reads from its own metadata: cluster size, and the
     # backing file the image header names (whatever node is attached).
@@ -136,7 +133,6 @@ def block_device_info(node: BlockNode, *, flat: bool) -> dict[str, Any]:
 
 
 __all__ = [
-    "SECTOR",
     "backing_image",
     "block_device_info",
     "cow_backing",

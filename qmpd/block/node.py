@@ -142,8 +142,10 @@ class BlockNode:
 
     @property
     def size(self) -> int:
-        """The node's length in bytes."""
-        return self._size()
+        """The node's length in bytes: whole 512-byte sectors, rounded up
+        from the driver's length, as QEMU keeps it (a 1000-byte file is a
+        1024-byte node whose tail reads as zero)."""
+        return -(-self._size() // 512) * 512
 
     def _size(self) -> int:
         raise NotImplementedError

@@ -269,3 +269,25 @@ def test_lock_refused_while_qemu_writes(image: Path) -> None:
         graph.delete("f")
     finally:
         proc.communicate(b"quit\n", timeout=10)
+
+
+async def test_lengths_are_whole_sectors(tmp_path: Path) -> None:
+    """QEMU keeps a node's length in 512-byte sectors: a 1000-byte file is a
+    1024-byte node whose tail reads as zero, is a zero extent, and can be
+    written (the file grows)."""
+    path = tmp_path / "odd.img"
+    path.write_bytes(b"\x11" * 1000)
+    node = file_node(path)
+    raw = RawNode("r", CommonOptions(), file=node)
+    assert node.size == raw.size == 1024
+    assert await raw.read(996, 28) == b"\x11" * 4 + bytes(24)
+    [*_, tail] = await node.block_status(0, 1024)
+    assert tail.zero
+    assert tail.end == 1024
+    with pytest.raises(BlockIOError):
+        await raw.read(1024, 1)
+    await raw.write(1020, b"\x22" * 4)
+    assert path.stat().st_size == 1024
+    assert await raw.read(1000, 24) == bytes(20) + b"\x22" * 4
+    assert NullNode("n", CommonOptions(), size=1000).size == 1024
+    node.close()

@@ -25,6 +25,10 @@ SIZES = st.one_of(st.sampled_from([65536, 100_000, 200_704, MAX_SIZE]), st.integ
 PREFIX = 4096  # raw's offset into its file; the prefix holds data
 
 
+def _sectors(size: int) -> int:
+    return -(-size // 512) * 512
+
+
 @st.composite
 def _range(draw: st.DrawFn, size: int) -> tuple[int, int]:
     block = draw(st.integers(0, size // 4096))
@@ -66,7 +70,9 @@ class ZeroModel(NodeModel):
             file = {"driver": "file", "filename": str(path)}
             args = {"driver": "raw", "file": file, "offset": PREFIX, **common}
         self.node = blockdev_add(self.graph, args)
-        self.model = bytearray(size)
+        # QEMU's (and qmpd's) nodes are whole 512-byte sectors long; the
+        # tail past the file's end reads as zero.
+        self.model = bytearray(_sectors(size))
 
     def ranges(self, size: int) -> st.SearchStrategy[tuple[int, int]]:
         return _range(size)
@@ -88,10 +94,8 @@ class ZeroModel(NodeModel):
     def resize(self, size: int) -> None:
         assert self.node is not None
         run(self.node.truncate, size)
-        if size < len(self.model):
-            del self.model[size:]
-        else:
-            self.model.extend(bytes(size - len(self.model)))
+        kept = self.model[:size]
+        self.model = kept + bytes(_sectors(size) - len(kept))
 
     @precondition(lambda self: self.node is not None)
     @rule()
