@@ -112,6 +112,8 @@ def _backing(
         if ref is None:
             return None, not header.backing_file
         if isinstance(ref, dict):
+            if header.backing_file:
+                _refuse_header_filename(ref)
             ref = {"read-only": True, **ref}
         node = build.child(ref, {**args, "read-only": True})
         return node, bool(header.backing_file) and node.filename() == header.backing_file
@@ -131,6 +133,23 @@ def _backing(
         return build.child(options, {**args, "read-only": True}), True
     except GenericError as exc:
         raise GenericError(f"Could not open backing file: {exc}") from None
+
+
+def _refuse_header_filename(ref: dict[str, Any]) -> None:
+    """QEMU hands the header's backing filename to an inline backing node;
+    a protocol driver then refuses it (observed on QEMU 11.1), while a
+    format driver passes it on to its own file.  Raises GenericError."""
+    driver = ref.get("driver")
+    if driver in ("null-co", "null-aio"):
+        raise GenericError(
+            "Could not open backing file: "
+            f"The only allowed filename for this driver is '{driver}://'"
+        )
+    if driver in ("file", "blkdebug"):
+        raise GenericError(
+            "Could not open backing file: "
+            "Can't specify 'file' and 'filename' options at the same time"
+        )
 
 
 def open_qcow2(build: _Build, name: str, common: CommonOptions, args: dict[str, Any]) -> BlockNode:
