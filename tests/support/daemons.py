@@ -82,21 +82,47 @@ def monitor_args(sockets: Sequence[str], *, pretty: bool = False) -> list[str]:
     return args
 
 
+def _listening(path: str) -> bool | None:
+    """Whether a Unix socket at ``path`` is listening, from /proc/net/unix
+    (None when that cannot be read)."""
+    try:
+        with open("/proc/net/unix") as table:
+            next(table)  # header
+            for line in table:
+                fields = line.split()
+                # Num RefCount Protocol Flags Type St Inode [Path]
+                if len(fields) >= 8 and fields[7] == path and int(fields[3], 16) & 0x10000:
+                    return True
+    except OSError:
+        return None
+    return False
+
+
 def wait_for_socket(path: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Block until something accepts connections on ``path``; raise if the process dies."""
+    """Block until something listens on ``path``; raise if the process dies.
+
+    Asks /proc/net/unix rather than connecting: QEMU's monitor serves one
+    client at a time and closes a connection that arrives before it has
+    seen the previous one hang up, so a probe connection made just before
+    the test's own could cost the test its greeting.
+    """
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"daemon exited with {proc.returncode} before {path} was ready")
         if os.path.exists(path):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(path)
+            listening = _listening(path)
+            if listening:
                 return
-            except OSError:
-                pass
-            finally:
-                s.close()
+            if listening is None:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(path)
+                    return
+                except OSError:
+                    pass
+                finally:
+                    s.close()
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} not ready after {timeout}s")
         time.sleep(0.01)
