@@ -1,5 +1,5 @@
-"""query-named-block-nodes for qcow2 trees, member by member, against
-QEMU 11.1's qemu-storage-daemon.
+"""query-named-block-nodes, member by member and in order, against QEMU
+11.1's qemu-storage-daemon.
 
 Each case runs the same blockdev-adds on qmpd and on QEMU and compares
 the listing, flat and not, except ``actual-size`` (host allocation) and
@@ -8,6 +8,11 @@ only qcow2 shows (cluster size, limits, the header's backing file and its
 format, BlockDeviceInfo's ``backing_file``, the children newest first)
 and where it comes from: the header, an implicit backing chain, a
 backing given by name, inline, ``null``, or other than the header's.
+
+The order is QEMU's naming order, newest first: a format node (raw,
+qcow2) is named after its ``file`` but before its backing, blkdebug before
+the ``image`` it opens itself; a filter shows its filtered child as
+``backing-image`` and counts it in ``backing_file_depth``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,23 @@ def cases(work: Path) -> dict[str, list[dict[str, Any]]]:
             )
         ],
         "qmpd-created": [_qcow2("t", work / "created.qcow2")],
+        # Trees of one blockdev-add, and nodes added one by one.
+        "raw-blkdebug-raw-file": [
+            {
+                "driver": "raw",
+                "node-name": "r",
+                "file": {
+                    "driver": "blkdebug",
+                    "node-name": "d",
+                    "image": {"driver": "raw", "node-name": "r2", "file": _file("f", base)},
+                },
+            }
+        ],
+        "file-raw-blkdebug-by-name": [
+            _file("x", base),
+            {"driver": "raw", "node-name": "y", "file": "x"},
+            {"driver": "blkdebug", "node-name": "z", "image": "y"},
+        ],
         # Not qcow2, but the same rounding: QEMU counts 512-byte sectors.
         "raw-odd-size": [
             {"driver": "raw", "node-name": "r", "file": _file("rf", work / "odd.img")}
@@ -165,6 +187,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "backing-other-than-header",
         "backing-inline",
         "qmpd-created",
+        "raw-blkdebug-raw-file",
+        "file-raw-blkdebug-by-name",
         "raw-odd-size",
     ],
 )
