@@ -47,7 +47,7 @@ from bench.options import (
     publish,
     selected_daemons,
 )
-from bench.stats import median, table
+from bench.stats import median, skipped_lines, table
 from tests.support.daemons import (
     QEMU_NEW,
     REPO,
@@ -355,8 +355,7 @@ def render(report: dict[str, Any]) -> str:
             "qmpd: human-monitor-command qemu-io, one round trip per write; "
             "qemu-io: one process, one -c per write (start-up and close included)"
         )
-    for name, why in report["skipped"].items():
-        out.append(f"skipped {name}: {why}")
+    out += skipped_lines(report["skipped"])
     return "\n".join(out)
 
 

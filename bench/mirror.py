@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.options import add_common_arguments, progress_log, publish, selected_daemons
-from bench.stats import median, table
+from bench.stats import median, ratio, skipped_lines, table
 from tests.support.daemons import REPO, DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
 
 __all__ = ["CASES", "add_arguments", "main", "run"]
@@ -266,20 +266,13 @@ def render(report: dict[str, Any]) -> str:
             ])  # fmt: skip
         if {"qmpd", "qsd-new"} <= set(daemons):
             a, b = medians["qmpd"][case], medians["qsd-new"][case]
-
-            def ratio(key: str, a: dict[str, Any] = a, b: dict[str, Any] = b) -> str:
-                return f"{a[key] / b[key]:.2f}" if b[key] else ("=" if a[key] == 0 else "inf")
-
-            rows.append([
-                case, "qmpd/qsd", ratio("ready_s"), "", ratio("cpu_s"), ratio("write_bytes"),
-                ratio("wchar"),
-                ratio("allocated"), "",
-            ])  # fmt: skip
+            keys = ("ready_s", "cpu_s", "write_bytes", "wchar", "allocated")
+            ratios = [ratio(a[k], b[k]) for k in keys]
+            rows.append([case, "qmpd/qsd", ratios[0], "", *ratios[1:], ""])
     header = ["case", "daemon", "ready s", "min-max", "cpu s", "write_bytes MiB", "wchar MiB",
               "allocated MiB", "copied/zeroed/skipped MiB"]  # fmt: skip
     lines.append(table(header, rows))
-    for name, why in report["skipped"].items():
-        lines.append(f"skipped {name}: {why}")
+    lines += skipped_lines(report["skipped"])
     return "\n".join(lines)
 
 

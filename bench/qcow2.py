@@ -51,7 +51,7 @@ from bench.options import (
     publish,
     selected_daemons,
 )
-from bench.stats import table
+from bench.stats import ratio, skipped_lines, table
 from tests.support.daemons import QEMU_NEW, REPO, running
 
 __all__ = ["add_arguments", "main", "render", "run"]
@@ -312,10 +312,6 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / MiB:.1f}"
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else ("=" if a == 0 else "inf")
-
-
 def _both(daemons: dict[str, Any]) -> bool:
     return set(DAEMONS) <= set(daemons)
 
@@ -340,9 +336,9 @@ def render(report: dict[str, Any]) -> str:
         if _both(daemons):
             a, b = (daemons[n]["create"][prealloc] for n in DAEMONS)
             rows.append([
-                prealloc, "qmpd/qsd", _ratio(a["seconds"], b["seconds"]),
-                _ratio(a["write_bytes"], b["write_bytes"]), _ratio(a["wchar"], b["wchar"]),
-                _ratio(a["allocated"], b["allocated"]), "",
+                prealloc, "qmpd/qsd", ratio(a["seconds"], b["seconds"]),
+                ratio(a["write_bytes"], b["write_bytes"]), ratio(a["wchar"], b["wchar"]),
+                ratio(a["allocated"], b["allocated"]), "",
             ])  # fmt: skip
     header = ["prealloc", "daemon", "seconds", "write_bytes MiB", "wchar MiB", "allocated MiB",
               "qemu-img check"]  # fmt: skip
@@ -369,12 +365,12 @@ def render(report: dict[str, Any]) -> str:
         qm = daemons.get("qmpd", {}).get("zero", {})
         if qm:
             rows.append([
-                "qmpd/qsd add (flag)", _ratio(qm["flag"]["add_seconds"], own["add_seconds"]),
+                "qmpd/qsd add (flag)", ratio(qm["flag"]["add_seconds"], own["add_seconds"]),
                 "", "", "", "",
             ])  # fmt: skip
             rows.append([
                 "qmpd scan/qemu-img check", "",
-                _ratio(qm["bit dropped by QEMU"]["seconds"], check["seconds"]), "", "", "",
+                ratio(qm["bit dropped by QEMU"]["seconds"], check["seconds"]), "", "", "",
             ])  # fmt: skip
     header = ["case", "add s", "first query s", "read MiB", "value/how", "again s"]
     lines.append(table(header, rows))
@@ -403,15 +399,14 @@ def render(report: dict[str, Any]) -> str:
     if _both(daemons):
         a, b = (daemons[n]["mirror"] for n in DAEMONS)
         rows.append([
-            "qmpd/qsd", _ratio(a["ready_s"], b["ready_s"]),
-            _ratio(a["write_bytes"], b["write_bytes"]), _ratio(a["wchar"], b["wchar"]),
-            _ratio(a["allocated"], b["allocated"]), "", "", "",
+            "qmpd/qsd", ratio(a["ready_s"], b["ready_s"]),
+            ratio(a["write_bytes"], b["write_bytes"]), ratio(a["wchar"], b["wchar"]),
+            ratio(a["allocated"], b["allocated"]), "", "", "",
         ])  # fmt: skip
     header = ["daemon", "ready s", "write_bytes MiB", "wchar MiB", "allocated MiB",
               "copied/zeroed/skipped MiB", "identical", "check"]  # fmt: skip
     lines.append(table(header, rows))
-    for name, why in report["skipped"].items():
-        lines.append(f"skipped {name}: {why}")
+    lines += skipped_lines(report["skipped"])
     return "\n".join(lines)
 
 

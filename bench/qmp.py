@@ -45,7 +45,7 @@ from bench.options import (
     publish,
     selected_daemons,
 )
-from bench.stats import median, percentile, table
+from bench.stats import median, percentile, skipped_lines, table
 from tests.support.daemons import (
     REPO,
     Daemon,
@@ -388,8 +388,7 @@ def render(report: dict[str, Any]) -> str:
             )
         if s["min_per_session"] == 0:
             out.append(f"warning: {name}: some session completed no command (unfair service)")
-    for name, why in report["skipped"].items():
-        out.append(f"skipped {name}: {why}")
+    out += skipped_lines(report["skipped"])
     if "qmpd" not in daemons:
         out.append("no qmpd figures, so no ratios or goals")
     return "\n".join(out)

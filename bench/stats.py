@@ -6,7 +6,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["median", "percentile", "table"]
+__all__ = ["median", "percentile", "ratio", "skipped_lines", "table"]
 
 
 def median(values: Sequence[float]) -> float:
@@ -31,3 +31,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
+def ratio(a: float, b: float) -> str:
+    """``a / b`` for a table cell: "=" when both are 0, "inf" when only b is."""
+    return f"{a / b:.2f}" if b else ("=" if a == 0 else "inf")
+
+
+def skipped_lines(skipped: dict[str, str]) -> list[str]:
+    """One line per daemon a benchmark could not run, with the reason."""
+    return [f"skipped {name}: {why}" for name, why in skipped.items()]
