@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
 from qmpd.block import BlockGraph, blockdev_add
+from qmpd.block.zerostate import ZeroState
 from tests.support.node_model import NodeModel, run
 
 from .conftest import IMGS, check_clean, create_image
@@ -120,6 +123,30 @@ class Qcow2Model(NodeModel):
         size = min(MAX_SIZE, len(self.model) + grow * 512)
         run(self.node.truncate, size)
         self.model.extend(bytes(size - len(self.model)))
+
+    @precondition(lambda self: self.node is not None)
+    @rule(data=st.data())
+    def write_while_asking(self, data: st.DataObject) -> None:
+        """A zero query while a write is in flight (issue 10, defect 3): the
+        answer may show the node before or after the write, and nothing it
+        leaves behind may outlive the write (the invariants ask again)."""
+        assert self.node is not None
+        node = self.node
+        start, length = data.draw(self.ranges(len(self.model)))
+        payload = b"\x5a" * length
+        zero_before = not any(self.model)
+
+        async def both() -> ZeroState:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.write, start, payload)
+                await trio.testing.wait_all_tasks_blocked()
+                state = await node.known_zero()
+            return state
+
+        state = run(both)
+        self.model[start : start + length] = payload
+        if state.open.value:
+            assert zero_before or not any(self.model), f"{state.open} while data was written"
 
     @precondition(lambda self: self.node is not None)
     @rule()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import trio
+import trio.testing
+
 from qmpd.block import BlockGraph
 from qmpd.block.qcow2.format import AUTOCLEAR_QMPD_ALL_ZERO, parse_header
 from qmpd.block.zerostate import KnownZero
@@ -161,3 +164,25 @@ async def test_over_qmp(qmp: QMPPair, tmp_path: Path) -> None:
         },
     }
     assert await qmp.execute("blockdev-del", {"node-name": "q"}) == {}
+
+
+async def test_scan_during_a_write_is_not_kept(tmp_path: Path) -> None:
+    # Issue 10, defect 3: a scan that ran while a write was in flight saw
+    # the layer before the write mapped its clusters; kept as the node's
+    # answer, it said "all zero" over the data for ever after.  A version
+    # 2 image has no all-zero bit, so the scan answers.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=8 * MiB, version="v2")
+    graph = BlockGraph()
+    node = open_qcow2(graph, path)
+    assert (await node.known_zero()).open == SCAN
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(node.write, MiB, b"\x55" * (2 * MiB))
+        # The write is in flight (its data goes to the file in a thread)
+        # while the scan runs.
+        await trio.testing.wait_all_tasks_blocked()
+        during = (await node.known_zero()).open
+    assert await node.read(MiB, 2 * MiB) == b"\x55" * (2 * MiB)
+    assert during in (SCAN, NONE)
+    assert (await node.known_zero()).open == NONE
+    graph.close_all()

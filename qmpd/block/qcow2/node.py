@@ -57,7 +57,7 @@ from .format import (
 from .info import Qcow2Info
 from .storage import Storage, pwrite_and_sync_now
 from .tables import Tables, encode_u64
-from .zero import flag_valid, scan_layer
+from .zero import ScanCache, flag_valid
 
 #: Autoclear bits qmpd maintains; others are cleared before the first write.
 KNOWN_AUTOCLEAR = AUTOCLEAR_QMPD_ALL_ZERO
@@ -108,7 +108,7 @@ class Qcow2Node(Qcow2Info):
         self._dirty_on_disk = header.dirty
         self._needs_repair = header.dirty and header.version >= 3
         self._autoclear_done = False
-        self._layer_zero: bool | None = None  # cached scan result
+        self._scan = ScanCache()
         self._inflated: tuple[int, bytes] | None = None
         self._recurse: bool | None = None
 
@@ -222,7 +222,6 @@ class Qcow2Node(Qcow2Info):
     async def _prepare_write(self) -> None:
         """Once per open: drop autoclear bits qmpd does not maintain (the
         autoclear contract), before anything changes."""
-        self._layer_zero = None
         if self._autoclear_done:
             return
         self._check_writable_image()
@@ -295,6 +294,10 @@ class Qcow2Node(Qcow2Info):
             await busy.done.wait()
 
     async def _write(self, offset: int, data: bytes) -> None:
+        with self._scan.writing():
+            await self._write_data(offset, data)
+
+    async def _write_data(self, offset: int, data: bytes) -> None:
         # Planned under the lock (lookups, allocations, the L2 tables they
         # need); the guest's bytes are written after it, the L2 entries of
         # new clusters under it again.  Meanwhile the request's clusters
@@ -327,20 +330,22 @@ class Qcow2Node(Qcow2Info):
                 span.done.set()
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
-        await self._lock_span(self._span(offset, length))
-        try:
-            await self._prepare_write()
-            return await write.write_zeroes(self, offset, length, unmap)
-        finally:
-            self._lock.release()
+        with self._scan.writing():
+            await self._lock_span(self._span(offset, length))
+            try:
+                await self._prepare_write()
+                return await write.write_zeroes(self, offset, length, unmap)
+            finally:
+                self._lock.release()
 
     async def _discard(self, offset: int, length: int) -> None:
-        await self._lock_span(self._span(offset, length))
-        try:
-            await self._prepare_write()
-            await write.discard(self, offset, length)
-        finally:
-            self._lock.release()
+        with self._scan.writing():
+            await self._lock_span(self._span(offset, length))
+            try:
+                await self._prepare_write()
+                await write.discard(self, offset, length)
+            finally:
+                self._lock.release()
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -386,6 +391,10 @@ class Qcow2Node(Qcow2Info):
         return True
 
     async def _truncate(self, size: int) -> None:
+        with self._scan.writing():
+            await self._resize(size)
+
+    async def _resize(self, size: int) -> None:
         if size % 512:
             raise BlockIOError(errno.EINVAL, "The new size must be a multiple of 512")
         if size < self.size:
@@ -512,9 +521,7 @@ class Qcow2Node(Qcow2Info):
         if flag_valid(self.header):
             layer = KnownZero(True, "flag")
         else:
-            if self._layer_zero is None:
-                self._layer_zero = await scan_layer(self)
-            layer = KnownZero(True, "scan") if self._layer_zero else UNKNOWN
+            layer = KnownZero(True, "scan") if await self._scan.layer_zero(self) else UNKNOWN
         if not layer.value:
             return UNKNOWN
         backing = self.backing

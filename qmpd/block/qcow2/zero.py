@@ -27,10 +27,18 @@ layer is zero when each entry is unallocated or zero, or maps a host
 range the file child reports as reading zero (a metadata-preallocated
 image's clusters are holes).  Compressed clusters count as data.  The
 ``how`` of the answer is ``flag`` or ``scan``.
+
+A scan result is kept (:class:`ScanCache`) only when no write overlapped
+the scan: a write is counted when it *begins*, and a scan that saw the
+count move, or started while a write was still going, is not kept and
+answers "not known".  A write in flight has allocated clusters it has not
+mapped yet; a scan reading the tables meanwhile sees the layer as it was.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from .format import AUTOCLEAR_QMPD_ALL_ZERO, OFFSET_MASK, QMPD_EXT_PAYLOAD, ZERO_FLAG, Header
@@ -119,4 +127,40 @@ async def scan_layer(node: Qcow2Node) -> bool:
     return True
 
 
-__all__ = ["flag_valid", "scan_layer"]
+class ScanCache:
+    """The layer's scan answer, kept only while no write can have
+    falsified it (see the module docstring)."""
+
+    def __init__(self) -> None:
+        #: Writes begun so far (a generation) and writes not finished yet.
+        self._begun = 0
+        self._active = 0
+        self._result: bool | None = None
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around every request that may change the layer, from before its
+        first change until it is done (failed or not)."""
+        self._begun += 1
+        self._active += 1
+        self._result = None
+        try:
+            yield
+        finally:
+            self._active -= 1
+
+    async def layer_zero(self, node: Qcow2Node) -> bool:
+        """Whether the layer is known zero: the kept answer, or a scan."""
+        if self._result is not None:
+            return self._result
+        if self._active:
+            return False  # clusters may be allocated and not mapped yet
+        begun = self._begun
+        result = await scan_layer(node)
+        if self._begun != begun:
+            return False  # a write began meanwhile: the scan may predate it
+        self._result = result
+        return result
+
+
+__all__ = ["ScanCache", "flag_valid", "scan_layer"]
