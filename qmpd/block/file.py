@@ -22,8 +22,17 @@ with QEMU's "filesystem does not support O_DIRECT".
 A copy between two host files (:meth:`BlockNode.copy_to`) is one
 ``copy_file_range`` in a worker thread: the data never enters Python, and
 a file system that shares extents makes it a reflink.  ``write_behind``
-is an fdatasync for a caller that will flush soon anyway; a failure there
-is kept and reported by the next flush (the kernel tells one sync only).
+is an fdatasync for a caller that will flush soon anyway.
+
+A failed fdatasync is final for the open file (QEMU's file-posix calls it
+an inconsistent page cache): the kernel reports lost writeback to one sync
+only and may have dropped the dirty pages, so a later sync that succeeds
+proves nothing about them.  Every sync after the first failure -- flush,
+write-behind, a format driver's close -- fails with the first errno, and
+nothing above (qcow2's dirty bit, a mirror's ready) is ever cleared on the
+strength of one.  :meth:`FileNode.sync` is the one place that syncs.  With
+``cache.direct=on`` the page cache is not involved and a failure is not
+kept, as in QEMU.
 
 Block status asks the file system with ``lseek(SEEK_DATA/SEEK_HOLE)``: a
 hole reads as zero (a promise the kernel keeps), everything else is data.
@@ -168,8 +177,9 @@ class FileNode(BlockNode):
         #: The O_DIRECT alignments; None without cache.direct.
         self.alignment: Alignment | None = None
         self._gate = RangeGate()
-        #: A write_behind sync failed with this errno: the next flush fails.
-        self._sync_error: int | None = None
+        #: The errno of the first failed fdatasync; every later sync fails
+        #: with it (see the module docstring).
+        self.sync_error: int | None = None
         self.fd = self._open(filename, options)
         try:
             st = os.fstat(self.fd)
@@ -418,28 +428,36 @@ class FileNode(BlockNode):
             return False
         return True
 
+    def sync(self) -> None:
+        """fdatasync the file, blocking (run it in a worker thread, or where
+        there is no event loop).  After one failure every call fails the
+        same way (see the module docstring).
+
+        Raises BlockIOError with the errno of the first failed sync.
+        """
+        if self.sync_error is not None:
+            raise BlockIOError(self.sync_error)
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+            if self.alignment is None:  # O_DIRECT bypasses the page cache
+                self.sync_error = err
+            raise BlockIOError(err) from None
+
     async def _sync_behind(self) -> bool:
         if self.read_only:
             return False
         if self.options.cache_no_flush:
             return True  # as durable as this node's flush makes anything
         try:
-            await trio.to_thread.run_sync(os.fdatasync, self.fd)
-        except OSError as exc:
-            # The kernel reports a writeback error to one sync only: keep it
-            # for the next flush, which must not succeed over lost data.
-            self._sync_error = exc.errno or errno.EIO
-            return False
+            await trio.to_thread.run_sync(self.sync)
+        except BlockIOError:
+            return False  # kept: every later flush reports it
         return True
 
     async def _flush(self) -> None:
-        if self._sync_error is not None:
-            err, self._sync_error = self._sync_error, None
-            raise BlockIOError(err)
-        try:
-            await trio.to_thread.run_sync(os.fdatasync, self.fd)
-        except OSError as exc:
-            raise BlockIOError(exc.errno or errno.EIO) from None
+        await trio.to_thread.run_sync(self.sync)
 
     async def _truncate(self, size: int) -> None:
         try:

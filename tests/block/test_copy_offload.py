@@ -135,26 +135,6 @@ async def test_write_behind_syncs(
     assert not await file_node(source, read_only=True).write_behind(0, 4096)
 
 
-async def test_failed_write_behind_fails_the_next_flush(
-    source: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The kernel reports a lost write to one sync only: when that sync was
-    the write-behind's, the caller's own flush must still fail."""
-    node = file_node(source)
-    real = os.fdatasync
-
-    def lost(fd: int) -> None:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "fdatasync", lost)
-    assert not await node.write_behind(0, MiB)  # raises nothing
-    monkeypatch.setattr(os, "fdatasync", real)
-    with pytest.raises(BlockIOError) as exc:
-        await node.flush()
-    assert exc.value.errno == errno.EIO
-    await node.flush()  # reported once, as the kernel does
-
-
 async def test_change_count_covers_the_nodes_below(source: Path, tmp_path: Path) -> None:
     base = file_node(source)
     raw = RawNode("r", CommonOptions(discard="unmap"), file=base)

@@ -17,7 +17,7 @@ import os
 
 from ...errors import GenericError
 from ..file import FileNode
-from ..node import BlockNode
+from ..node import BlockIOError, BlockNode
 from ..raw import RawNode
 
 #: Most bytes :meth:`Storage.ensure_size` adds beyond what was asked.
@@ -135,12 +135,13 @@ def pwrite_and_sync_now(node: BlockNode, offset: int, data: bytes, *, sync_first
     if host.closed or offset + len(data) > node.size:
         return False
     try:
+        # host.sync, not fdatasync: after one failed sync none may succeed.
         if sync_first and not host.options.cache_no_flush:
-            os.fdatasync(host.fd)
+            host.sync()
         _pwrite_host(host, base + offset, data)
         if not host.options.cache_no_flush:
-            os.fdatasync(host.fd)
-    except OSError:
+            host.sync()
+    except (OSError, BlockIOError):
         return False
     return True
 
