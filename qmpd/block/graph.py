@@ -202,9 +202,33 @@ class BlockGraph:
             del self._nodes[node.name]
         self._reserved.discard(node.name)
 
+    def close_order(self) -> list[BlockNode]:
+        """Every node, each after all of its parents (QEMU closes a node
+        when its last parent lets go of it): a format node may still write
+        to its children while it closes."""
+        order: list[BlockNode] = []
+        waiting = self.newest_first()
+        while waiting:
+            open_ids = {id(n) for n in waiting}
+            ready = [n for n in waiting if not any(id(p) in open_ids for p, _ in n.parents)]
+            if not ready:  # a cycle cannot be built; never loop on one
+                ready = waiting[:1]
+            order += ready
+            closed = {id(n) for n in ready}
+            waiting = [n for n in waiting if id(n) not in closed]
+        return order
+
+    async def aclose_all(self) -> None:
+        """Flush and close every node, parents first (daemon shutdown,
+        QEMU's bdrv_close_all).  Raises nothing (see BlockNode.aclose)."""
+        for node in self.close_order():
+            await node.aclose()
+        self._nodes.clear()
+
     def close_all(self) -> None:
-        """Close every node (daemon shutdown)."""
-        for node in self.newest_first():
+        """Close every node at once, without flushing (tests; a daemon
+        shuts down with :meth:`aclose_all`)."""
+        for node in self.close_order():
             node.close()
         self._nodes.clear()
 

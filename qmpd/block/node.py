@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -40,6 +41,8 @@ from typing import Any, ClassVar
 from ..errors import GenericError
 from .extents import Extent, check_cover, merge_extents
 from .zerostate import SCAN_LIMIT, UNKNOWN, KnownZero, MakeZeroResult, ZeroState
+
+log = logging.getLogger("qmpd.block")
 
 
 class Perm(enum.IntFlag):
@@ -488,8 +491,30 @@ class BlockNode:
         """Whether the driver reports ``dirty-flag`` (QEMU: has bdrv_get_info)."""
         return False
 
+    async def aclose(self) -> None:
+        """Close as QEMU's bdrv_close does: flush first (a format driver
+        writes what it caches and marks its image clean; a read-only node
+        has nothing to flush), then :meth:`close`.  Its parents must be
+        closed already (:meth:`BlockGraph.aclose_all` keeps that order).
+
+        Raises nothing: when the flush fails the image stays as a crash
+        would leave it (a qcow2 image stays dirty), and that is logged.
+        """
+        if self.closed:
+            return
+        if not self.read_only:
+            try:
+                await self.flush()
+            except BlockIOError as exc:
+                log.warning("node %s: flush before close failed: %s", self.name, exc.desc)
+        self.close()
+
     def close(self) -> None:
-        """Release host resources; the node must not be used afterwards."""
+        """Release host resources; the node must not be used afterwards.
+
+        Synchronous, for paths without an event loop and for undoing a
+        failed open; a daemon closes with :meth:`aclose`.
+        """
         self.closed = True
 
 
