@@ -3,7 +3,7 @@ and its job manager running in the test's nursery."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 
 import pytest
 import trio
@@ -13,6 +13,26 @@ from qmpd.jobs import JobManager
 from qmpd.server import MonitorOptions, serve_listener
 from tests.support.loopback import MemoryListener, QMPPair
 from tests.support.transcript import Transcript
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """Keep the reason of a skip or xfail raised in a trio test.
+
+    pytest-trio turns the one ``Skipped`` (``XFailed``) that leaves its
+    nursery into a new one without the message, so "needs qemu-img" would
+    read "Skipped".  The original is the only leaf of the group the new one
+    was raised while handling: raise that instead.
+    """
+    try:
+        return (yield)
+    except (pytest.skip.Exception, pytest.xfail.Exception) as outcome:
+        original = outcome.__context__
+        while isinstance(original, BaseExceptionGroup) and len(original.exceptions) == 1:
+            original = original.exceptions[0]
+        if not outcome.msg and type(original) is type(outcome):
+            raise original from None
+        raise
 
 
 @pytest.fixture
