@@ -49,11 +49,11 @@ from bench.options import (
 )
 from bench.stats import median, skipped_lines, table
 from tests.support.daemons import (
-    QEMU_NEW,
     REPO,
     Daemon,
     running,
 )
+from tests.support.qemu_tools import new_tool, system_tool
 
 __all__ = [
     "BlockParams",
@@ -202,12 +202,12 @@ def measure_qemu_io(binary: Sequence[str], workdir: str, count: int) -> WritesRe
 
 def _qemu_io_binaries() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    system = shutil.which("qemu-io")
+    system = system_tool("qemu-io")
     if system:
         found["qemu-io-7.2"] = [system]
-    new = QEMU_NEW / "qemu-io"
-    if new.exists() and Path("/opt/qemu-new/usr/bin/qemu-io").exists():
-        found["qemu-io-new"] = [str(new)]
+    new = new_tool("qemu-io")
+    if new:
+        found["qemu-io-new"] = [new]
     return found
 
 

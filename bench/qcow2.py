@@ -52,7 +52,13 @@ from bench.options import (
     selected_daemons,
 )
 from bench.stats import ratio, skipped_lines, table
-from tests.support.daemons import QEMU_NEW, REPO, running
+from tests.support.daemons import REPO, running
+from tests.support.qemu_tools import (
+    new_tool,
+    system_tool,
+    why_new_missing,
+    why_system_missing,
+)
 
 __all__ = ["add_arguments", "main", "render", "run"]
 
@@ -65,11 +71,12 @@ RESULTS = REPO / "bench-results" / "qcow2.json"
 
 
 def _tool(name: str) -> str:
-    """QEMU 11.1's tool when set up, else Debian's."""
-    new = QEMU_NEW / name
-    if new.exists() and Path("/opt/qemu-new/usr/bin/qemu-img").exists():
-        return str(new)
-    return name
+    """QEMU 11.1's tool when set up, else Debian's.  Raises RuntimeError,
+    saying why, when neither is there."""
+    found = new_tool(name) or system_tool(name)
+    if found is None:
+        raise RuntimeError(f"{why_new_missing(name)}; {why_system_missing(name)}")
+    return found
 
 
 def _job(client: Client, job_id: str, options: dict[str, Any]) -> float:
@@ -209,7 +216,7 @@ def _zero_part(client: Client, pid: int, work: Path, tag: str, log: Log) -> dict
             log(f"{tag}: known-zero, {case}")
         if case == "bit dropped by QEMU":
             # QEMU clears autoclear bits it does not know on a read-write open.
-            subprocess.run(["qemu-io", "-c", "quit", str(image)], check=True)
+            subprocess.run([_tool("qemu-io"), "-c", "quit", str(image)], check=True)
         elif case == "qemu-img made":
             subprocess.run(
                 [_tool("qemu-img"), "create", "-q", "-f", "qcow2", "-o",

@@ -1,7 +1,7 @@
 """``scripts/bench qmp``: the monitor protocol itself, qmpd against QSD.
 
 Theory of operation: every daemon found (qmpd, Debian's QSD 7.2, QSD 11.1
-from ../shared/tools/qemu-new) is started twice before anything is
+as found by tests/support/qemu_tools.py) is started twice before anything is
 measured: a *single* instance with one monitor, for round-trip latency and
 pipelined throughput, and a *many* instance for concurrent sessions.  QSD
 serves one client per monitor, so its many instance gets one monitor per

@@ -7,7 +7,6 @@ to exist and be sane.  When qmpd cannot start, the tests skip and say why.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +17,9 @@ from bench import __main__ as bench_main
 from bench import block
 from bench.client import BenchError, connect
 from tests.support.daemons import Daemon, qmpd_kind, running
+from tests.support.qemu_tools import system_tool, why_system_missing
+
+QEMU_IO = system_tool("qemu-io")
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +48,9 @@ def test_qmpd_writes(qmpd: Daemon, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(shutil.which("qemu-io") is None, reason="qemu-io not installed")
+@pytest.mark.skipif(QEMU_IO is None, reason=why_system_missing("qemu-io"))
 def test_qemu_io_writes(tmp_path: Path) -> None:
-    result = block.measure_qemu_io([str(shutil.which("qemu-io"))], str(tmp_path), 2)
+    result = block.measure_qemu_io([str(QEMU_IO)], str(tmp_path), 2)
     assert result.seconds > 0
 
 

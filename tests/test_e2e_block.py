@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,10 @@ import pytest
 from qemu.qmp import ExecuteError, QMPClient
 
 from tests.support.daemons import qmpd_kind, running
+from tests.support.qemu_tools import system_tool, why_system_missing
 
-QEMU_IMG = shutil.which("qemu-img")
+QEMU_IMG = system_tool("qemu-img")
+QEMU_IO = system_tool("qemu-io")
 
 
 async def _workflow(socket: str, image: Path) -> dict[str, Any]:
@@ -77,8 +78,8 @@ def test_block_workflow_over_a_socket(tmp_path: Path) -> None:
     assert seen["del_in_use"] == ("GenericError", "Node disk is in use")
     assert seen["end"] == []
 
-    if QEMU_IMG is None:
-        pytest.skip("qemu-img not installed (apt-get install qemu-utils)")
+    if QEMU_IMG is None or QEMU_IO is None:
+        pytest.skip(why_system_missing("qemu-img" if QEMU_IMG is None else "qemu-io"))
     check = subprocess.run(
         [QEMU_IMG, "map", "--output=json", "-f", "raw", str(image)],
         capture_output=True,
@@ -90,7 +91,7 @@ def test_block_workflow_over_a_socket(tmp_path: Path) -> None:
     mine = [(e["start"], e["length"], e["data"], e["zero"]) for e in seen["map"]]
     assert mine == theirs
     pattern = subprocess.run(
-        ["qemu-io", "-f", "raw", "-c", "read -P 0xab 1M 64k", "-c", "read -P 0 0 1M", str(image)],
+        [QEMU_IO, "-f", "raw", "-c", "read -P 0xab 1M 64k", "-c", "read -P 0 0 1M", str(image)],
         capture_output=True,
         check=True,
         text=True,

@@ -40,6 +40,7 @@ from qemu.qmp import QMPClient
 
 from tests.qcow2.conftest import QEMU_IMG, QEMU_IMG_NEW, QEMU_IO, QEMU_IO_NEW, check_clean
 from tests.support.daemons import Daemon, qmpd_kind, running
+from tests.support.qemu_tools import why_new_missing, why_system_missing
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -57,8 +58,7 @@ IMG_TOOL = QEMU_IMG_NEW or QEMU_IMG
 IO_TOOL = QEMU_IO_NEW or QEMU_IO
 needs_tools = pytest.mark.skipif(
     IMG_TOOL is None or IO_TOOL is None,
-    reason="no qemu-img/qemu-io: neither QEMU 11.1 (../shared/tools/qemu-new/setup) "
-    "nor Debian's qemu-utils is installed",
+    reason=f"{why_new_missing('qemu-img')}; {why_system_missing('qemu-img')}",
 )
 
 #: What the source holds before the mirror (qemu-io commands).

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-QEMU_IMG = shutil.which("qemu-img")
-QEMU_IO = shutil.which("qemu-io")
+from tests.support.qemu_tools import system_tool, why_system_missing
 
-needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img is not installed")
-needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason="qemu-io is not installed")
+QEMU_IMG = system_tool("qemu-img")
+QEMU_IO = system_tool("qemu-io")
+
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason=why_system_missing("qemu-img"))
+needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason=why_system_missing("qemu-io"))
 
 
 def make_image(path: Path, size: int, data: dict[int, bytes] | None = None) -> Path:

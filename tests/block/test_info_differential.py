@@ -18,7 +18,6 @@ the ``image`` it opens itself; a filter shows its filtered child as
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.support.daemons import (
     running,
     why_missing,
 )
+from tests.support.qemu_tools import system_tool, why_system_missing
 
 pytestmark = pytest.mark.qemu
 
@@ -121,7 +121,7 @@ def create_with_qmpd(path: Path) -> None:
 
 
 def make_images(work: Path) -> None:
-    img = shutil.which("qemu-img")
+    img = system_tool("qemu-img")
     assert img is not None
     (work / "base.img").write_bytes(bytes(1 << 20))
     (work / "odd.img").write_bytes(bytes(1000))
@@ -168,8 +168,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("qcow2info", numbered=True)
     if not str(work).startswith("/tmp/"):
         pytest.skip("QEMU 11.1 runs in a chroot that sees only /tmp")
-    if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img is not installed")
+    if system_tool("qemu-img") is None:
+        pytest.skip(why_system_missing("qemu-img"))
     make_images(work)
     return work
 

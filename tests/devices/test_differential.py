@@ -20,14 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemons import QEMU_NEW
 from tests.support.loopback import QMPPair
-
-QEMU_SYSTEM = QEMU_NEW / "qemu-system"
-needs_qemu_system = pytest.mark.skipif(
-    not Path("/opt/qemu-new/usr/bin/qemu-system-x86_64").exists(),
-    reason="QEMU 11.1 not set up (run ../shared/tools/qemu-new/setup as root)",
-)
+from tests.support.qemu_tools import new_tool, why_new_missing
 
 # The PIIX4 ACPI PCI hotplug eject register of the pc machine.
 PCI_EJECT_PORT = 0xAE08
@@ -94,7 +88,10 @@ def file_setup(path: Path) -> list[tuple[str, dict[str, Any]]]:
 @pytest.fixture
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Run the set-up in qemu-system; yield its query-block and the events
-    of unplugging vd0."""
+    of unplugging vd0.  Skips the test when QEMU 11.1 is absent."""
+    qemu_system = new_tool("qemu-system")
+    if qemu_system is None:
+        pytest.skip(why_new_missing("qemu-system"))
     work = Path("/tmp") / f"qmpd-devices-{time.monotonic_ns()}"
     work.mkdir()
     image = work / "a.img"
@@ -106,7 +103,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     listener.listen(1)
     proc = subprocess.Popen(
         [
-            str(QEMU_SYSTEM),
+            qemu_system,
             "-M",
             "pc",
             "-accel",
@@ -156,7 +153,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         work.rmdir()
 
 
-@needs_qemu_system
 async def test_query_block_and_unplug_match_qemu(qmp: QMPPair, reference: dict[str, Any]) -> None:
     for command, args in file_setup(reference["image"]):
         assert await qmp.execute(command, args) == {}, (command, args)

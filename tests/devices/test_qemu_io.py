@@ -9,7 +9,6 @@ timing part of the statistics line is masked, as iotests mask it.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,21 +17,23 @@ import trio
 
 from qmpd.block.qemu_io import Failed, Usage, cvtnum, cvtstr, getopt, parse_pattern, timestr
 from tests.support.loopback import QMPPair
-
-QEMU_NEW_IO = Path(__file__).resolve().parents[3] / "shared" / "tools" / "qemu-new" / "qemu-io"
+from tests.support.qemu_tools import new_tool, system_tool, why_new_missing, why_system_missing
 
 
 def qemu_io_binary() -> tuple[str, bool] | None:
     """(path, is 11.1) of the qemu-io to compare with; 11.1 preferred."""
-    if QEMU_NEW_IO.exists() and Path("/opt/qemu-new/usr/bin/qemu-io").exists():
-        return str(QEMU_NEW_IO), True
-    found = shutil.which("qemu-io")
+    new = new_tool("qemu-io")
+    if new is not None:
+        return new, True
+    found = system_tool("qemu-io")
     return (found, False) if found else None
 
 
 QEMU_IO = qemu_io_binary()
-needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason="no qemu-io binary (install qemu-utils)")
-QEMU_IMG = shutil.which("qemu-img")
+needs_qemu_io = pytest.mark.skipif(
+    QEMU_IO is None, reason=f"{why_new_missing('qemu-io')}; {why_system_missing('qemu-io')}"
+)
+QEMU_IMG = system_tool("qemu-img")
 
 SCRIPT = [
     "write -P 0xab 0 64k",

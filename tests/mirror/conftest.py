@@ -4,16 +4,17 @@ sparse image files under a temporary directory, and qemu-img."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.qemu_tools import system_tool, why_system_missing
+
 MiB = 1 << 20
-QEMU_IMG = shutil.which("qemu-img")
-needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
+QEMU_IMG = system_tool("qemu-img")
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason=why_system_missing("qemu-img"))
 
 
 def make_image(path: Path, size: int, data: list[tuple[int, int, int]] = ()) -> Path:  # type: ignore[assignment]

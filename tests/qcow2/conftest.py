@@ -4,8 +4,6 @@ images opened directly on a block graph."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,29 +14,16 @@ from qmpd.block import BlockGraph, BlockNode, blockdev_add
 from qmpd.block.file import FileNode
 from qmpd.block.options import common_options
 from qmpd.block.qcow2 import create_qcow2
+from tests.support.qemu_tools import new_tool, system_tool, why_system_missing
 
-_NEW = Path("/work/shared/tools/qemu-new")
-
-
-def _tool(name: str) -> str | None:
-    return shutil.which(name)
-
-
-def _new_tool(name: str) -> str | None:
-    path = _NEW / name
-    # The 11.1 wrappers run QEMU in a chroot that must have been set up.
-    if path.exists() and Path("/opt/qemu-new").exists() and os.access(path, os.X_OK):
-        return str(path)
-    return None
-
-
-QEMU_IMG = _tool("qemu-img")
-QEMU_IO = _tool("qemu-io")
-QEMU_IMG_NEW = _new_tool("qemu-img")
-QEMU_IO_NEW = _new_tool("qemu-io")
+QEMU_IMG = system_tool("qemu-img")
+QEMU_IO = system_tool("qemu-io")
+QEMU_IMG_NEW = new_tool("qemu-img")
+QEMU_IO_NEW = new_tool("qemu-io")
 
 needs_qemu = pytest.mark.skipif(
-    QEMU_IMG is None or QEMU_IO is None, reason="qemu-img/qemu-io (qemu-utils) are not installed"
+    QEMU_IMG is None or QEMU_IO is None,
+    reason=why_system_missing("qemu-img" if QEMU_IMG is None else "qemu-io"),
 )
 
 #: Every qemu-img there is, for "passes check on both versions".

@@ -20,8 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.qemu_tools import (
+    new_tool,
+    system_tool,
+    why_new_missing,
+    why_system_missing,
+)
+
 REPO = Path(__file__).resolve().parents[2]
-QEMU_NEW = REPO.parent / "shared" / "tools" / "qemu-new"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +44,22 @@ def qmpd_kind() -> DaemonKind:
 
 def qsd72_kind() -> DaemonKind | None:
     """Debian's qemu-storage-daemon (QEMU 7.2), or None when not installed."""
-    path = shutil.which("qemu-storage-daemon")
+    path = system_tool("qemu-storage-daemon")
     return DaemonKind("qsd-7.2", (path,)) if path else None
 
 
 def qsd_new_kind() -> DaemonKind | None:
-    """QEMU 11.1's qemu-storage-daemon from ../shared/tools/qemu-new, when set up."""
-    qsd = QEMU_NEW / "qsd"
-    if not qsd.exists() or not Path("/opt/qemu-new/usr/bin/qemu-storage-daemon").exists():
-        return None
-    return DaemonKind("qsd-new", (str(qsd),))
+    """QEMU 11.1's qemu-storage-daemon (see tests/support/qemu_tools.py), or
+    None when it is not set up."""
+    qsd = new_tool("qsd")
+    return DaemonKind("qsd-new", (qsd,)) if qsd else None
 
 
 def why_missing(kind: str) -> str:
+    """Why the daemon ``kind`` (``qsd-7.2`` or ``qsd-new``) is absent: a skip reason."""
     if kind == "qsd-7.2":
-        return "qemu-storage-daemon not installed (apt-get install qemu-system-common)"
-    return "QEMU 11.1 not set up (run ../shared/tools/qemu-new/setup as root)"
+        return why_system_missing("qemu-storage-daemon")
+    return why_new_missing("qsd")
 
 
 @dataclass
