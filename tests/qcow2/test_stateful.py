@@ -16,9 +16,12 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import initialize, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from qmpd.block import BlockGraph, blockdev_add
+from qmpd.block.qcow2 import Qcow2Node
+from qmpd.block.qcow2.format import ClusterKind
+from qmpd.block.qcow2.zero import flag_valid
 from qmpd.block.zerostate import ZeroState
 from tests.support.node_model import NodeModel, run
 
@@ -153,6 +156,29 @@ class Qcow2Model(NodeModel):
     def flush(self) -> None:
         assert self.node is not None
         run(self.node.flush)
+
+    @invariant()
+    def all_zero_bit_is_true(self) -> None:
+        """qmpd's bit promises that the layer alone holds no non-zero byte,
+        whatever the backing file holds (issue 10, defect 4: copy-on-write
+        brings the backing's bytes in)."""
+        node = self.node
+        if not isinstance(node, Qcow2Node) or not flag_valid(node.header):
+            return
+
+        async def layer_data() -> list[int]:
+            assert isinstance(node, Qcow2Node)
+            found = []
+            for cluster in range(-(-node.size // node.cluster_size)):
+                _, entry = await node.l2_entry(cluster)
+                if entry.kind is ClusterKind.COMPRESSED or (
+                    entry.kind is ClusterKind.NORMAL
+                    and any(await node.store.read(entry.host, node.cluster_size))
+                ):
+                    found.append(cluster)
+            return found
+
+        assert run(layer_data) == [], "the all-zero bit is set over data"
 
     @precondition(lambda self: self.node is not None)
     @rule()

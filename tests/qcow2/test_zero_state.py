@@ -186,3 +186,25 @@ async def test_scan_during_a_write_is_not_kept(tmp_path: Path) -> None:
     assert during in (SCAN, NONE)
     assert (await node.known_zero()).open == NONE
     graph.close_all()
+
+
+async def test_copy_on_write_from_backing_clears_the_bit(tmp_path: Path) -> None:
+    # Issue 10, defect 4: a zero write to part of a cluster copies the
+    # backing file's bytes around it into the overlay; the layer then
+    # holds data although the guest wrote only zeroes.
+    base = tmp_path / "base.raw"
+    base.write_bytes(b"\x44" * (4 * MiB))
+    top = tmp_path / "top.qcow2"
+    await create_image(top, size=4 * MiB, backing_file=str(base), backing_fmt="raw")
+    assert _autoclear(top) & AUTOCLEAR_QMPD_ALL_ZERO
+    graph = BlockGraph()
+    node = open_qcow2(graph, top)
+    await node.write(0, bytes(4096))
+    # Durably withdrawn before the backing's bytes landed, not at close.
+    assert not _autoclear(top) & AUTOCLEAR_QMPD_ALL_ZERO
+    graph.close_all()
+    assert await _open_state(top, backing=None) == NONE
+    graph = BlockGraph()
+    layer = open_qcow2(graph, top, read_only=True, backing=None)
+    assert await layer.read(4096, 4096) == b"\x44" * 4096
+    graph.close_all()

@@ -245,9 +245,10 @@ class Qcow2Node(Qcow2Info):
         await self.store.flush()
         self._dirty_on_disk = True
 
-    async def _before_data(self, data: bytes) -> None:
-        """A non-zero byte is coming: withdraw the all-zero bit first, durably."""
-        if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO and not write.all_zero(data):
+    async def before_data(self) -> None:
+        """A non-zero byte is about to land in the layer (see
+        :func:`.write.land`): withdraw the all-zero bit first, durably."""
+        if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO:
             await self._write_header(
                 self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO)
             )
@@ -308,7 +309,6 @@ class Qcow2Node(Qcow2Info):
         await self._lock_span(span)
         try:
             await self._prepare_write()
-            await self._before_data(data)
             await write.write_data(self, offset, data, later)
             if later.writes:
                 self._in_flight.append(span)

@@ -63,7 +63,7 @@ class Deferred:
     clusters among them (L2 table offset, index, entries, the entries
     they replace).  See :meth:`~.node.Qcow2Node._write`."""
 
-    writes: list[tuple[int, bytes | memoryview]] = field(default_factory=list)
+    writes: list[tuple[int, bytes | bytearray | memoryview]] = field(default_factory=list)
     links: list[tuple[int, int, array[int], list[L2Entry]]] = field(default_factory=list)
 
 
@@ -73,6 +73,24 @@ def all_zero(data: bytes | bytearray | memoryview) -> bool:
     view = memoryview(data)
     step = len(_ZEROS)
     return all(_ZEROS.startswith(view[i : i + step]) for i in range(0, len(view), step))
+
+
+async def land(
+    node: Qcow2Node,
+    writes: list[tuple[int, bytes | bytearray | memoryview]],
+    later: Deferred | None = None,
+) -> None:
+    """The one way bytes reach the layer's data clusters: guest bytes, and
+    old content copied around them (from the backing file too).  Before
+    any of them lands, a non-zero byte among them withdraws qmpd's
+    all-zero bit durably; then they are written, or left in ``later``."""
+    if not all(all_zero(piece) for _, piece in writes):
+        await node.before_data()
+    if later is not None:
+        later.writes.extend(writes)
+        return
+    for host, piece in writes:
+        await node.store.write(host, piece)
 
 
 def _mapped(entry: L2Entry) -> bool:
@@ -162,9 +180,9 @@ async def write_data(
             if n < cs:
                 cluster = bytearray(await node.cluster_content(guest, entry))
                 cluster[in_cluster : in_cluster + n] = chunk
-                await node.store.write(entry.host, cluster)
+                await land(node, [(entry.host, cluster)])
             else:
-                await node.store.write(entry.host, chunk)
+                await land(node, [(entry.host, chunk)])
             l2_offset, index = await l2_for(node, guest)
             await node.tables.set_entry(l2_offset, index, entry.host | COPIED)
             pos += n
@@ -198,10 +216,8 @@ async def _write_in_place(
     piece = _piece(data, offset, pos, stop)
     # A write past the file's end grows the file: that one stays under
     # the lock, where resizes never race.
-    if later is not None and host + len(piece) <= node.store.size:
-        later.writes.append((host, piece))
-    else:
-        await node.store.write(host, piece)
+    defer = later is not None and host + len(piece) <= node.store.size
+    await land(node, [(host, piece)], later if defer else None)
     return stop
 
 
@@ -258,7 +274,7 @@ async def _write_new(
     # The old content around the new bytes is written even where it is
     # zero: the clusters stay fully allocated in the file (QEMU zeroes
     # them), which is what tells a data cluster from a preallocated one.
-    writes: list[tuple[int, bytes | memoryview]] = []
+    writes: list[tuple[int, bytes | bytearray | memoryview]] = []
     old = b""
     if head:
         old = await node.cluster_content(guest, olds[0])
@@ -270,12 +286,10 @@ async def _write_new(
         writes.append((host + count * cs - tail, old[cs - tail :]))
     first = host | COPIED
     link = (l2_offset, l2_index, array("Q", range(first, first + count * cs, cs)), olds)
+    await land(node, writes, later)
     if later is not None:
-        later.writes.extend(writes)
         later.links.append(link)
         return stop
-    for at, piece in writes:
-        await node.store.write(at, piece)
     await _link(node, *link)
     return stop
 
@@ -411,6 +425,7 @@ __all__ = [
     "discard",
     "finish",
     "l2_for",
+    "land",
     "write_data",
     "write_zeroes",
 ]
