@@ -1,13 +1,21 @@
 """The daemon's shared state, handed to every command handler.
 
 :class:`App` ties together what outlives a connection: the checked schema,
-the handler table, the event bus and the shutdown signal.  Later issues hang
-the block graph and the job engine here.  :class:`CommandContext` is what a
-handler sees of the connection that sent the command.
+the handler table, the event bus, the block graph, the devices, the jobs
+and the shutdown signal.  :class:`CommandContext` is what a handler sees of
+the connection that sent the command.
+
+Stopping (``quit``, SIGTERM, SIGINT) is two steps.  :meth:`App.stop` winds
+the block layer down as QEMU does before it exits: jobs are drained and
+cancelled, then every node is flushed and closed, parents first, so that
+a qcow2 image gets its pending metadata and loses its dirty bit.  From its
+start no command runs any more (:attr:`App.stopping`; QEMU's main loop has
+stopped).  Then :attr:`App.shutdown` tells the daemon to end the process.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +32,8 @@ from .events import EventBus
 from .jobs.manager import JobManager
 from .protocol.session import Session
 from .qapi import Schema, load_schema
+
+log = logging.getLogger("qmpd")
 
 
 def version_info() -> dict[str, Any]:
@@ -45,8 +55,13 @@ class App:
     #: Check every return value and event against the schema (tests turn it on).
     strict: bool = False
     version: dict[str, Any] = field(default_factory=version_info)
-    #: Set by ``quit`` (after its reply is out) and by signals.
+    #: Set by ``quit`` (after its reply is out) and by signals, once
+    #: :meth:`stop` is done: the process may end.
     shutdown: trio.Event = field(default_factory=trio.Event)
+    #: :meth:`stop` has begun: no command may start any more.
+    stopping: bool = False
+    #: :meth:`stop` has finished.
+    stopped: trio.Event = field(default_factory=trio.Event)
     #: In-band commands run one at a time across all sessions, as QEMU's
     #: dispatcher runs them; only coroutine handlers can interleave, so only
     #: they need to take it (see qmpd.dispatch).
@@ -63,6 +78,25 @@ class App:
 
     def new_session(self, *, pretty: bool = False) -> Session:
         return Session(self.version, pretty=pretty)
+
+    async def stop(self) -> None:
+        """Wind the block layer down before the process exits (see the
+        module docstring); the caller holds :attr:`lock`.  Shielded: a
+        ``quit`` whose client hangs up meanwhile still stops everything.
+        A second call waits for the first.  Raises nothing."""
+        if self.stopping:
+            await self.stopped.wait()
+            return
+        self.stopping = True
+        with trio.CancelScope(shield=True):
+            try:
+                await self.jobs.cancel_all()
+                await self.graph.aclose_all()
+            except Exception:
+                # A bug: the process must still end.
+                log.exception("stopping the block layer failed")
+            finally:
+                self.stopped.set()
 
 
 @dataclass(eq=False, slots=True)

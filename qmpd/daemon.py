@@ -9,7 +9,8 @@ exit 0 only when clients can already connect.
 Sockets are created mode 0600 whatever the umask (they give full control of
 the daemon).  A socket file nobody answers on is stale and replaced; one
 another process answers on is refused.  SIGTERM, SIGINT and ``quit`` end the
-daemon cleanly: sockets and pidfile are removed and the exit status is 0.
+daemon cleanly: jobs are cancelled and every image is flushed and closed
+(:meth:`App.stop`), sockets and pidfile are removed and the exit status is 0.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ log = logging.getLogger("qmpd")
 PROG = "qmpd"
 #: Signals that end the daemon cleanly (exit status 0).
 SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+#: Seconds the exit waits for quit's reply, then for clients to take the
+#: last events; only a client that stopped reading makes it wait that long.
+EXIT_GRACE = 5.0
 
 
 @dataclass(eq=False)
@@ -143,7 +147,9 @@ def listening(config: Config) -> Iterator[list[BoundSocket]]:
 
 
 async def run(app: App, bound: Sequence[BoundSocket]) -> None:
-    """Serve every socket until ``quit`` or SIGTERM/SIGINT."""
+    """Serve every socket until ``quit`` or SIGTERM/SIGINT, then end as
+    QEMU does: jobs cancelled and images closed (App.stop), the events
+    that caused written out, and only then the sockets closed."""
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
         # Delivered now if they came while we were starting (see main()).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SHUTDOWN_SIGNALS)
@@ -158,10 +164,19 @@ async def run(app: App, bound: Sequence[BoundSocket]) -> None:
             async def on_signal() -> None:
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
+                    # The command running now (a guest write...) ends first.
+                    async with app.lock:
+                        await app.stop()
                     app.shutdown.set()
 
             nursery.start_soon(on_signal)
-            await app.shutdown.wait()
+            await app.stopped.wait()
+            # quit's reply, then its client's hang-up; a client that left
+            # before its reply must not keep the daemon alive.
+            with trio.move_on_after(EXIT_GRACE):
+                await app.shutdown.wait()
+            with trio.move_on_after(EXIT_GRACE):
+                await app.events.flushed()
             nursery.cancel_scope.cancel()
 
 

@@ -11,11 +11,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import trio
+
 from .app import CommandContext
 from .errors import CommandError, CommandNotFound, GenericError
 from .protocol.session import Request
 
 log = logging.getLogger("qmpd.dispatch")
+
+
+async def _unless_stopping(ctx: CommandContext) -> None:
+    """Once the daemon stops (App.stop) no command runs: QEMU's main loop
+    has ended, so a command sent after ``quit`` is never answered.  This
+    one waits for the process to end.  No checkpoint otherwise."""
+    if ctx.app.stopping:
+        await trio.sleep_forever()
 
 
 async def execute(ctx: CommandContext, request: Request) -> bytes:
@@ -35,13 +45,16 @@ async def execute(ctx: CommandContext, request: Request) -> bytes:
         kwargs = {key.replace("-", "_"): value for key, value in args.items()} if args else {}
         if entry.is_async:
             async with app.lock:
+                await _unless_stopping(ctx)
                 result: Any = await entry.func(ctx, **kwargs)
         elif app.lock.locked():
             # A coroutine command is suspended mid-way: wait for it, as
             # QEMU's dispatcher never starts a command while one runs.
             async with app.lock:
+                await _unless_stopping(ctx)
                 result = entry.func(ctx, **kwargs)
         else:
+            await _unless_stopping(ctx)
             result = entry.func(ctx, **kwargs)
     except CommandError as err:
         return session.error(request.id, err)

@@ -27,6 +27,10 @@ class EventSink(Protocol):
 
     def deliver_event(self, data: bytes) -> None: ...
 
+    async def flushed(self) -> None:
+        """Wait until everything delivered so far has been written."""
+        ...
+
 
 def wall_clock_timestamp(now: float) -> tuple[int, int]:
     """QMP's timestamp: whole seconds and microseconds of wall clock time."""
@@ -54,6 +58,12 @@ class EventBus:
 
     def unsubscribe(self, sink: EventSink) -> None:
         self._sinks.discard(sink)
+
+    async def flushed(self) -> None:
+        """Wait until every sink has written the events delivered so far
+        (a daemon about to exit; bound the wait: a client may not read)."""
+        for sink in list(self._sinks):
+            await sink.flushed()
 
     def emit(self, name: str, data: dict[str, Any] | None = None) -> None:
         """Send event ``name`` now to every negotiated session."""

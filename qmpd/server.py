@@ -147,6 +147,9 @@ class Connection:
     def receives_events(self) -> bool:
         return self.session.receives_events and not self._overflowed
 
+    async def flushed(self) -> None:
+        await self.outbox.flushed()
+
     def deliver_event(self, data: bytes) -> None:
         if self._trace:
             log.debug("%s --> %s", self.name, data.rstrip().decode("ascii", "replace"))

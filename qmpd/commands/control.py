@@ -35,8 +35,10 @@ def query_qmp_schema(ctx: CommandContext) -> list[dict[str, Any]]:
 
 
 @table.command("quit")
-def quit_(ctx: CommandContext) -> None:
-    # QEMU answers before it exits; shut down once the reply is out.
+async def quit_(ctx: CommandContext) -> None:
+    # QEMU cancels its jobs and closes its images before it answers (the
+    # jobs' events come first), and exits once the reply is out.
+    await ctx.app.stop()
     ctx.after_reply.append(ctx.app.shutdown.set)
 
 

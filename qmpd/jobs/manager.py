@@ -9,10 +9,16 @@ The work of every job runs in the manager's own nursery, opened by
 :meth:`JobManager.serve` (the daemon starts it next to the listeners; tests
 start it in the test's nursery).  Jobs therefore outlive the session that
 started them: a client may disconnect and another one complete the job.
+
+When the daemon stops, :meth:`JobManager.cancel_all` does what QEMU does
+before it closes the block graph: drain (every job is paused, and the
+caller waits until each has stopped at a pause point, so none has I/O in
+flight), then cancel each job, newest first, and wait for it to end.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -23,7 +29,7 @@ from ..errors import DeviceNotActive, GenericError
 from ..events import EventBus
 from .blockjob import BlockJob
 from .job import Job
-from .status import id_wellformed
+from .status import JobStatus, id_wellformed
 
 log = logging.getLogger("qmpd.jobs")
 
@@ -37,11 +43,14 @@ class JobManager:
         self._nursery: trio.Nursery | None = None
         #: Exceptions that escaped job tasks (bugs); see :meth:`spawn`.
         self.failures: list[Exception] = []
+        #: Woken whenever a job changes status or leaves (see :meth:`_until`).
+        self._changed = trio.lowlevel.ParkingLot()
 
     # -- JobHost -------------------------------------------------------------
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
         self.events.emit(name, data)
+        self._changed.unpark_all()
 
     def spawn(self, func: Callable[[], Awaitable[None]]) -> None:
         """Run ``func`` in the manager's nursery.  Raises RuntimeError if not serving.
@@ -65,6 +74,7 @@ class JobManager:
     def remove(self, job: Job) -> None:
         if self._jobs.get(job.id) is job:
             del self._jobs[job.id]
+        self._changed.unpark_all()
 
     # -- life ------------------------------------------------------------------
 
@@ -81,6 +91,29 @@ class JobManager:
     @property
     def serving(self) -> bool:
         return self._nursery is not None
+
+    async def cancel_all(self) -> None:
+        """Drain every job, then force-cancel each, newest first, waiting
+        for it to end (QEMU's bdrv_drain_all_begin and job_cancel_sync_all
+        at exit: the client sees ``paused``/``running`` or ``standby``/
+        ``ready``, then the usual cancel events).  A concluded job that is
+        not auto-dismissed is dismissed.  Raises nothing."""
+        jobs = list(self)
+        for job in jobs:
+            job.pause()
+        await self._until(lambda: all(_drained(job) for job in jobs))
+        while (newest := next(iter(self), None)) is not None:
+            newest.cancel(True)
+            await self._until(functools.partial(self._ended, newest))
+
+    def _ended(self, job: Job) -> bool:
+        # Concluded but kept (no auto-dismiss): the next round dismisses it.
+        return job.status is JobStatus.CONCLUDED or self.get(job.id) is not job
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``, checked after each job event."""
+        while not done():
+            await self._changed.park()
 
     # -- registry --------------------------------------------------------------
 
@@ -131,6 +164,11 @@ class JobManager:
     def block_jobs(self) -> Iterator[BlockJob]:
         """Every block job, newest first."""
         return (job for job in self if isinstance(job, BlockJob))
+
+
+def _drained(job: Job) -> bool:
+    """The job has no I/O in flight: stopped at a pause point, or its work is over."""
+    return job.paused or job.deferred or not job.started
 
 
 __all__ = ["JobManager"]
