@@ -97,8 +97,9 @@ def normalise(text: str, *, new: bool) -> str:
     # error_report() prefixes the program name on a terminal, not in HMP.
     text = re.sub(r"^qemu-io: ", "", text, flags=re.M)
     if not new:
-        # qemu-io 7.2's usage line lacks -r.
+        # qemu-io 7.2's usage lines lack -r.
         text = text.replace("write [-bcCfnquz]", "write [-bcCfnqruz]")
+        text = text.replace("read [-abCqv]", "read [-abCqrv]")
     return text
 
 

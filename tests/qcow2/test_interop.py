@@ -40,8 +40,20 @@ WRITES = (
 )
 
 
-def _map(extents: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [{k: v for k, v in e.items() if k != "compressed" or v} for e in extents]
+def _maps(
+    mine: list[dict[str, object]], theirs: list[dict[str, object]]
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Both maps, comparable: ``compressed`` is kept only where true, and
+    not at all when QEMU's map lacks it (7.2 does not report it; 11.1 does)."""
+    reported = any("compressed" in e for e in theirs)
+
+    def keep(key: str, value: object) -> bool:
+        return key != "compressed" or (reported and bool(value))
+
+    return (
+        [{k: v for k, v in e.items() if keep(k, v)} for e in mine],
+        [{k: v for k, v in e.items() if keep(k, v)} for e in theirs],
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,7 +88,8 @@ async def test_qemu_images_read_identically(graph: BlockGraph, tmp_path: Path, o
     # Map first: reading the holes inside data clusters may make ext4
     # report them as data afterwards (page cache over unwritten extents).
     mine = [e.map_entry() for e in await node.block_status(0, node.size)]
-    assert _map(mine) == _map(theirs)
+    ours, qemus = _maps(mine, theirs)
+    assert ours == qemus
     assert await node.read(0, node.size) == expected
     # Odd ranges straddling clusters and the compressed cluster.
     for start, length in ((1000, 70000), (2 * MiB - 5, 66000), (3071 * 1024 - 3, 2000)):
@@ -95,7 +108,8 @@ async def test_backing_chain(graph: BlockGraph, tmp_path: Path) -> None:
     node = open_qcow2(graph, top, read_only=True)
     assert node.children["backing"].driver == "qcow2"
     mine = [e.map_entry() for e in await node.block_status(0, node.size)]
-    assert _map(mine) == _map(theirs)
+    ours, qemus = _maps(mine, theirs)
+    assert ours == qemus
     assert await node.read(0, node.size) == expected
     graph.close_all()
     # backing: null hides the backing file: unallocated clusters read zero.
