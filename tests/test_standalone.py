@@ -83,3 +83,27 @@ def test_clone_without_shared_skips_what_needs_qemu(tmp_path: Path, without: str
     assert "QEMU >= 10.1 reference" in done.stdout, done.stdout[-4000:]
     if without == "any-qemu":
         assert "not on PATH" in done.stdout, done.stdout[-4000:]
+
+
+#: Ways of reaching a QEMU binary that bypass tests/support/qemu_tools.py.
+_BYPASSES = re.compile(
+    r"""which\(\s*["']qemu"""  # PATH lookups: system_tool() says why it is absent
+    r"""|/opt/qemu-new|/work/shared"""  # one machine's layout
+    r"""|["']shared["']\s*/"""  # REPO.parent / "shared" / ...
+    r"""|\[\s*["']qemu-(?:img|io|nbd|storage-daemon)["']"""  # argv of a bare name
+)
+
+
+def test_qemu_binaries_are_found_only_through_qemu_tools() -> None:
+    """A test that looks for QEMU by itself crashes or runs the wrong QEMU
+    on a clone without ../shared; tests/support/qemu_tools.py is the one
+    place that knows (and says why a binary is missing)."""
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for folder in ("tests", "bench")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path.name not in ("qemu_tools.py", "test_standalone.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if _BYPASSES.search(line)
+    ]
+    assert not found, "use tests.support.qemu_tools instead:\n" + "\n".join(found)
