@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.qemu_tools import system_tool, why_system_missing
+from tests.support.qemu_tools import system_tool, system_tool_or_skip, why_system_missing
 
 QEMU_IMG = system_tool("qemu-img")
 QEMU_IO = system_tool("qemu-io")
@@ -29,9 +29,9 @@ def make_image(path: Path, size: int, data: dict[int, bytes] | None = None) -> P
 
 
 def qemu_img_map(path: Path) -> list[dict[str, Any]]:
-    assert QEMU_IMG is not None
+    """qemu-img map of a raw file; skips the test without qemu-img."""
     out = subprocess.run(
-        [QEMU_IMG, "map", "-f", "raw", "--output=json", str(path)],
+        [system_tool_or_skip("qemu-img"), "map", "-f", "raw", "--output=json", str(path)],
         check=True,
         capture_output=True,
         text=True,
@@ -41,8 +41,10 @@ def qemu_img_map(path: Path) -> list[dict[str, Any]]:
 
 
 def qemu_io(*args: str) -> subprocess.CompletedProcess[str]:
-    assert QEMU_IO is not None
-    return subprocess.run([QEMU_IO, *args], capture_output=True, text=True, check=False)
+    """qemu-io with ``args``; skips the test without it."""
+    return subprocess.run(
+        [system_tool_or_skip("qemu-io"), *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,12 @@ from qmpd.block import BlockGraph, BlockNode, blockdev_add
 from qmpd.block.file import FileNode
 from qmpd.block.options import common_options
 from qmpd.block.qcow2 import create_qcow2
-from tests.support.qemu_tools import new_tool, system_tool, why_system_missing
+from tests.support.qemu_tools import (
+    new_tool,
+    system_tool,
+    system_tool_or_skip,
+    why_system_missing,
+)
 
 QEMU_IMG = system_tool("qemu-img")
 QEMU_IO = system_tool("qemu-io")
@@ -35,14 +40,13 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def img(*args: str, tool: str | None = None) -> subprocess.CompletedProcess[str]:
-    exe = tool or QEMU_IMG
-    assert exe is not None
-    return run(exe, *args)
+    """Debian's qemu-img (or ``tool``) with ``args``; skips the test without it."""
+    return run(tool or system_tool_or_skip("qemu-img"), *args)
 
 
 def qio(path: Path, *commands: str, fmt: str = "qcow2") -> None:
-    assert QEMU_IO is not None
-    args = [QEMU_IO, "-f", fmt]
+    """Debian's qemu-io running ``commands``; skips the test without it."""
+    args = [system_tool_or_skip("qemu-io"), "-f", fmt]
     for command in commands:
         args += ["-c", command]
     result = run(*args, str(path))
@@ -67,8 +71,7 @@ def raw_content(path: Path, tmp: Path) -> bytes:
 
 
 def qemu_map(path: Path) -> list[dict[str, Any]]:
-    tool = QEMU_IMG_NEW or QEMU_IMG
-    assert tool is not None
+    tool = QEMU_IMG_NEW or system_tool_or_skip("qemu-img")
     result: list[dict[str, Any]] = json.loads(
         img("map", "--output=json", str(path), tool=tool).stdout
     )

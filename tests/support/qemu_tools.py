@@ -30,6 +30,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 __all__ = [
     "NEW_TOOLS",
     "SYSTEM_TOOLS",
@@ -37,6 +39,7 @@ __all__ = [
     "new_qemu",
     "new_tool",
     "system_tool",
+    "system_tool_or_skip",
     "why_new_missing",
     "why_system_missing",
 ]
@@ -122,6 +125,15 @@ def new_tool(name: str) -> str | None:
 def system_tool(name: str) -> str | None:
     """Debian's ``name`` (a key of :data:`SYSTEM_TOOLS`) on PATH, or None."""
     return shutil.which(name)
+
+
+def system_tool_or_skip(name: str) -> str:
+    """:func:`system_tool`, or skip the calling test saying why it is absent:
+    for helpers, so that a test using one skips without a mark of its own."""
+    path = system_tool(name)
+    if path is None:
+        pytest.skip(why_system_missing(name))
+    return path
 
 
 def why_new_missing(name: str = "qsd") -> str:
