@@ -7,7 +7,10 @@ Rules are armed by *events*: named points in a request that drivers report
 to the node below them (QEMU's ``BLKDBG_EVENT``; in qmpd the
 :meth:`~qmpd.block.node.BlockNode.debug_event` hook).  The raw driver
 reports ``read_aio`` before each read and ``write_aio`` before each write of
-its file child; the blkdebug node itself reports ``pwritev`` /
+its file child; the qcow2 driver reports QEMU's qcow2 events before its
+own requests (``l2_load``, ``l2_update``, ``l2_alloc_write``, ``l1_update``,
+``refblock_update_part``, ``cluster_alloc``, ``cow_read``, ``flush_to_os``,
+``flush_to_disk``...: see :mod:`.qcow2.storage`); the blkdebug node itself reports ``pwritev`` /
 ``pwritev_zero`` before and ``pwritev_done`` after each write it receives,
 as QEMU's generic block layer does.
 

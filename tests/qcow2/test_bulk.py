@@ -52,11 +52,16 @@ class _Bytes:
     def size(self) -> int:
         return len(self.data)
 
-    async def read(self, offset: int, length: int) -> bytes:
+    def event(self, name: str) -> None:
+        pass
+
+    async def read(self, offset: int, length: int, event: str | None = None) -> bytes:
         out = bytes(self.data[offset : offset + length])
         return out + bytes(length - len(out))
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, event: str | None = None
+    ) -> None:
         self.writes += 1
         end = offset + len(data)
         if end > len(self.data):
@@ -167,9 +172,11 @@ def test_layer_runs_match_entry_by_entry(
 class _Counting(Storage):
     writes: list[tuple[int, int]]
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, event: str | None = None
+    ) -> None:
         self.writes.append((offset, len(data)))
-        await super().write(offset, data)
+        await super().write(offset, data, event)
 
 
 async def test_a_1mib_write_is_one_refcount_one_data_one_l2_write(

@@ -37,11 +37,13 @@ class _Recording(Storage):
         self.log: list[tuple[str, int, int]] = []
         self.gate: trio.Event | None = None  # set: big writes go on
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, event: str | None = None
+    ) -> None:
         if self.gate is not None and len(data) > 256 * KiB:
             await self.gate.wait()
         self.log.append(("write", offset, len(data)))
-        await super().write(offset, data)
+        await super().write(offset, data, event)
 
     async def flush(self) -> None:
         self.log.append(("flush", 0, 0))

@@ -170,7 +170,7 @@ class Qcow2Node(Qcow2Info):
     async def _inflate(self, entry: L2Entry) -> bytes:
         if self._inflated is not None and self._inflated[0] == entry.host:
             return self._inflated[1]
-        raw = await self.store.read(entry.host, entry.csize)
+        raw = await self.store.read(entry.host, entry.csize, "read_compressed")
         try:
             data = zlib.decompressobj(-15).decompress(raw, self.cluster_size)
         except zlib.error:
@@ -183,8 +183,10 @@ class Qcow2Node(Qcow2Info):
     async def _read_run(self, start: int, length: int, entry: L2Entry) -> bytes:
         kind = entry.kind
         if kind is ClusterKind.NORMAL:
-            return await self.store.read(entry.host, length)
+            return await self.store.read(entry.host, length, "read_aio")
         if kind is ClusterKind.UNALLOCATED:
+            if self.backing is not None:
+                self.store.event("read_backing_aio")
             return await self._backing_read(start, length)
         if kind is ClusterKind.COMPRESSED:
             in_cluster = start % self.cluster_size
@@ -197,6 +199,7 @@ class Qcow2Node(Qcow2Info):
 
     async def cluster_content(self, guest_cluster: int, entry: L2Entry) -> bytes:
         """What a whole guest cluster reads as now (the base of a COW)."""
+        self.store.event("cow_read")
         start = guest_cluster * self.cluster_size
         length = min(self.cluster_size, max(0, self.size - start))
         data = await self._read_run(start, length, entry) if length else b""
@@ -320,8 +323,8 @@ class Qcow2Node(Qcow2Info):
         # clusters would be counted and used by nothing (a leak).
         with trio.CancelScope(shield=True):
             try:
-                for host, piece in later.writes:
-                    await self.store.write(host, piece)
+                for host, piece, event in later.writes:
+                    await self.store.write(host, piece, event)
                 if later.links:
                     async with self._lock:
                         await write.finish(self, later)
@@ -348,12 +351,20 @@ class Qcow2Node(Qcow2Info):
                 self._lock.release()
 
     async def _flush(self) -> None:
+        # QEMU's two steps, each announced to the file child as QEMU's
+        # generic flush does: hand everything qcow2 holds back to the file
+        # (flush_to_os), then make the file durable (flush_to_disk, which
+        # cache.no-flush skips).
+        self.store.event("flush_to_os")
         async with self._lock:
-            await self.store.flush()
             if self.tables.pending:
-                # The new L2 tables are durable now: point the L1 table at them.
-                await self.tables.commit_l1()
+                # The new L2 tables must be durable before the L1 table
+                # points at them.
                 await self.store.flush()
+                await self.tables.commit_l1()
+            if not self.options.cache_no_flush:
+                self.store.event("flush_to_disk")
+            await self.store.flush()
             # Not while a write is in flight: clusters it allocated are not
             # linked yet (a crash now would leave them leaked).
             if self._dirty_on_disk and not self._needs_repair and not self._in_flight:
@@ -425,15 +436,19 @@ class Qcow2Node(Qcow2Info):
         if entries <= capacity:
             # Only the new, empty entries: pending ones wait for a flush.
             tail = new[len(l1) :]
-            await self.store.write(header.l1_table_offset + len(l1) * 8, encode_u64(tail))
+            await self.store.write(
+                header.l1_table_offset + len(l1) * 8, encode_u64(tail), "l1_update"
+            )
             self.tables.l1 = new
             await self._write_header(header.with_(l1_size=entries))
             return
         clusters = -(-entries * 8 // self.cluster_size)
+        self.store.event("l1_grow_alloc_table")
         offset = await self.refcounts.allocate(clusters)
-        await self.store.write(offset, encode_u64(new))
+        await self.store.write(offset, encode_u64(new), "l1_grow_write_table")
         await self.store.flush()
         self.tables.l1, self.tables.l1_offset = new, offset
+        self.store.event("l1_grow_activate_table")
         await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
         await self.store.flush()
         # The new table was written whole, pending entries included, and

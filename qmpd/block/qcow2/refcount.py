@@ -96,7 +96,7 @@ class Refcounts:
     async def _block(self, offset: int) -> bytearray:
         buf = self._blocks.get(offset)
         if buf is None:
-            buf = bytearray(await self.store.read(offset, self.cluster_size))
+            buf = bytearray(await self.store.read(offset, self.cluster_size, "refblock_load"))
             self._blocks[offset] = buf
             if len(self._blocks) > BLOCK_CACHE:
                 self._blocks.popitem(last=False)
@@ -128,12 +128,14 @@ class Refcounts:
             offset = self.table[block_index] & ~0x1FF
             buf = await self._block(offset)
             start, stop = _fill(buf, index, n, self.order, value)
-            await self.store.write(offset + start, buf[start:stop])
+            await self.store.write(offset + start, buf[start:stop], "refblock_update_part")
             cluster += n
 
     async def _ensure_block(self, cluster: int) -> bool:
         """Make sure ``cluster``'s region has a block; True if one was made."""
         block_index = cluster // self.per_block
+        if block_index >= len(self.table) or not self.table[block_index]:
+            self.store.event("refblock_alloc")
         if block_index >= len(self.table):
             await self._grow_table(block_index)
             return True
@@ -157,10 +159,12 @@ class Refcounts:
         buf = bytearray(self.cluster_size)
         set_entry(buf, 0, self.order, 1)
         offset = home << self.cluster_bits
-        await self.store.write(offset, buf)
+        await self.store.write(offset, buf, "refblock_alloc_write")
         self._blocks[offset] = buf
         self.table[block_index] = offset
-        await self.store.write(self.table_offset + block_index * 8, struct.pack(">Q", offset))
+        await self.store.write(
+            self.table_offset + block_index * 8, struct.pack(">Q", offset), "refblock_alloc_hookup"
+        )
 
     async def _grow_table(self, block_index: int) -> None:
         entries = max(block_index + 1, 2 * len(self.table))
@@ -176,12 +180,15 @@ class Refcounts:
             set_entry(buf, i, self.order, 1)
         new_table = self.table + [0] * (entries - len(self.table))
         new_table[block_index] = block_offset
-        await self.store.write(block_offset, buf)
-        await self.store.write(table_offset, struct.pack(f">{entries}Q", *new_table))
+        await self.store.write(block_offset, buf, "refblock_alloc_write_blocks")
+        await self.store.write(
+            table_offset, struct.pack(f">{entries}Q", *new_table), "refblock_alloc_write_table"
+        )
         await self.store.flush()
         old_offset, old_clusters = self.table_offset, self.table_clusters
         self._blocks[block_offset] = buf
         self.table, self.table_offset, self.table_clusters = new_table, table_offset, clusters
+        self.store.event("refblock_alloc_switch_table")
         await self._on_table_moved(table_offset, clusters)
         await self.free(old_offset, old_clusters)
 
@@ -192,6 +199,7 @@ class Refcounts:
         One refcount write per block touched, one resize of the file: a
         multi-cluster guest write costs what a one-cluster write does.
         """
+        self.store.event("cluster_alloc")
         while True:
             start = await self._find_free(count)
             if await self._ensure_blocks(start, count):
@@ -273,6 +281,7 @@ class Refcounts:
         One refcount write per block touched.  Raises BlockIOError(EIO)
         when a count is already 0 (the image is inconsistent).
         """
+        self.store.event("cluster_free")
         freed = []
         cluster = offset >> self.cluster_bits
         end = cluster + count
@@ -292,7 +301,7 @@ class Refcounts:
                 lo, hi = min(lo, start), max(hi, stop)
                 if value == 0:
                     freed.append((cluster - index + i) << self.cluster_bits)
-            await self.store.write(block + lo, buf[lo:hi])
+            await self.store.write(block + lo, buf[lo:hi], "refblock_update_part")
             cluster += n
         if freed:
             self.free_index = min(self.free_index, freed[0] >> self.cluster_bits)

@@ -5,9 +5,15 @@ I/O, and grows the file first when a write reaches past its end (a block
 node refuses writes outside its size).  The synchronous one serves the few
 places where the block layer gives qmpd no event loop to wait in: opening
 a node (``blockdev-add`` builds nodes synchronously) and closing one.  It
-reaches the host file through ``raw`` windows with positional I/O, which
-never blocks the event loop for longer than a page-cache copy; any other
-child is refused at open with a clear error.
+reaches the host file through ``raw`` windows and filters (``blkdebug``)
+with positional I/O, which never blocks the event loop for longer than a
+page-cache copy; any other child is refused at open with a clear error.
+The synchronous path passes blkdebug by without its rules: faults are
+injected into the requests of an open node.
+
+Every async request may name the blkdebug event (BlkdebugEvent) QEMU's
+qcow2 driver raises on its file child just before the same request, so
+that ``inject-error`` rules written for QEMU fail the same writes here.
 """
 
 from __future__ import annotations
@@ -35,14 +41,24 @@ class Storage:
     def size(self) -> int:
         return self.node.size
 
-    async def read(self, offset: int, length: int) -> bytes:
+    def event(self, name: str) -> None:
+        """Report blkdebug event ``name`` to the file child."""
+        self.node.debug_event(name)
+
+    async def read(self, offset: int, length: int, event: str | None = None) -> bytes:
         """Read; bytes past the end of the file read as zero (a qcow2 image
         may reference a cluster whose tail was never written)."""
+        if event is not None:
+            self.node.debug_event(event)
         end = min(offset + length, self.node.size)
         data = await self.node.read(offset, end - offset) if end > offset else b""
         return data + bytes(length - len(data))
 
-    async def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self, offset: int, data: bytes | bytearray | memoryview, event: str | None = None
+    ) -> None:
+        if event is not None:
+            self.node.debug_event(event)
         end = offset + len(data)
         if end > self.node.size:
             await self.node.truncate(end)
@@ -67,12 +83,18 @@ class Storage:
 
 def _host_file(node: BlockNode) -> tuple[FileNode, int]:
     base = 0
-    while isinstance(node, RawNode):
-        base += node.offset
-        node = node.file
+    while True:
+        if isinstance(node, RawNode):
+            base += node.offset
+            node = node.file
+        elif getattr(type(node), "is_filter", False) and len(node.children) == 1:
+            (node,) = node.children.values()
+        else:
+            break
     if not isinstance(node, FileNode):
         raise GenericError(
-            f"qcow2 in qmpd needs a 'file' node (or 'raw' over one) below it, not '{node.driver}'"
+            "qcow2 in qmpd needs a 'file' node (or 'raw' or 'blkdebug' over one) below it, "
+            f"not '{node.driver}'"
         )
     return node, base
 

@@ -95,7 +95,7 @@ class Tables:
     async def l2_table(self, offset: int) -> array[int]:
         table = self._cache.get(offset)
         if table is None:
-            table = decode_u64(await self.store.read(offset, self.cluster_size))
+            table = decode_u64(await self.store.read(offset, self.cluster_size, "l2_load"))
             self._cache[offset] = table
             if len(self._cache) > self._capacity:
                 self._cache.popitem(last=False)
@@ -114,18 +114,18 @@ class Tables:
     async def set_entry(self, l2_offset: int, l2_index: int, value: int) -> None:
         table = await self.l2_table(l2_offset)
         table[l2_index] = value
-        await self.store.write(l2_offset + l2_index * 8, struct.pack(">Q", value))
+        await self.store.write(l2_offset + l2_index * 8, struct.pack(">Q", value), "l2_update")
 
     async def set_entries(self, l2_offset: int, l2_index: int, values: array[int]) -> None:
         """Store consecutive entries of one table with a single write."""
         table = await self.l2_table(l2_offset)
         table[l2_index : l2_index + len(values)] = values
-        await self.store.write(l2_offset + l2_index * 8, encode_u64(values))
+        await self.store.write(l2_offset + l2_index * 8, encode_u64(values), "l2_update")
 
     async def install_l2(self, l1_index: int, offset: int, table: array[int]) -> None:
         """Write a new L2 table; the L1 entry pointing at it is pending
         until :meth:`commit_l1`."""
-        await self.store.write(offset, encode_u64(table))
+        await self.store.write(offset, encode_u64(table), "l2_alloc_write")
         self._cache[offset] = table
         self.l1[l1_index] = offset | (1 << 63)  # COPIED: a fresh table has one user
         self.pending.add(l1_index)
@@ -156,7 +156,7 @@ class Tables:
         written stays pending)."""
         todo = set(self.pending) if only is None else self.pending & only
         for offset, data in self.pending_writes(todo):
-            await self.store.write(offset, data)
+            await self.store.write(offset, data, "l1_update")
         self.pending -= todo
 
     def forget(self, offset: int) -> None:

@@ -56,14 +56,20 @@ MAX_RUN_CLUSTERS = 512
 _ZEROS = bytes(1 << 20)
 
 
+#: Bytes for a data cluster: (host offset, bytes, the blkdebug event QEMU
+#: raises before writing them: ``write_aio`` for guest bytes, ``cow_write``
+#: for old content around them).
+Landing = tuple[int, bytes | bytearray | memoryview, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Deferred:
     """What a data write leaves for after the node's lock: file writes of
-    guest bytes (host offset, bytes), then the L2 updates that map the new
+    guest bytes (:data:`Landing`), then the L2 updates that map the new
     clusters among them (L2 table offset, index, entries, the entries
     they replace).  See :meth:`~.node.Qcow2Node._write`."""
 
-    writes: list[tuple[int, bytes | bytearray | memoryview]] = field(default_factory=list)
+    writes: list[Landing] = field(default_factory=list)
     links: list[tuple[int, int, array[int], list[L2Entry]]] = field(default_factory=list)
 
 
@@ -75,22 +81,18 @@ def all_zero(data: bytes | bytearray | memoryview) -> bool:
     return all(_ZEROS.startswith(view[i : i + step]) for i in range(0, len(view), step))
 
 
-async def land(
-    node: Qcow2Node,
-    writes: list[tuple[int, bytes | bytearray | memoryview]],
-    later: Deferred | None = None,
-) -> None:
+async def land(node: Qcow2Node, writes: list[Landing], later: Deferred | None = None) -> None:
     """The one way bytes reach the layer's data clusters: guest bytes, and
     old content copied around them (from the backing file too).  Before
     any of them lands, a non-zero byte among them withdraws qmpd's
     all-zero bit durably; then they are written, or left in ``later``."""
-    if not all(all_zero(piece) for _, piece in writes):
+    if not all(all_zero(piece) for _, piece, _ in writes):
         await node.before_data()
     if later is not None:
         later.writes.extend(writes)
         return
-    for host, piece in writes:
-        await node.store.write(host, piece)
+    for host, piece, event in writes:
+        await node.store.write(host, piece, event)
 
 
 def _mapped(entry: L2Entry) -> bool:
@@ -180,9 +182,9 @@ async def write_data(
             if n < cs:
                 cluster = bytearray(await node.cluster_content(guest, entry))
                 cluster[in_cluster : in_cluster + n] = chunk
-                await land(node, [(entry.host, cluster)])
+                await land(node, [(entry.host, cluster, "write_aio")])
             else:
-                await land(node, [(entry.host, chunk)])
+                await land(node, [(entry.host, chunk, "write_aio")])
             l2_offset, index = await l2_for(node, guest)
             await node.tables.set_entry(l2_offset, index, entry.host | COPIED)
             pos += n
@@ -217,7 +219,7 @@ async def _write_in_place(
     # A write past the file's end grows the file: that one stays under
     # the lock, where resizes never race.
     defer = later is not None and host + len(piece) <= node.store.size
-    await land(node, [(host, piece)], later if defer else None)
+    await land(node, [(host, piece, "write_aio")], later if defer else None)
     return stop
 
 
@@ -274,16 +276,16 @@ async def _write_new(
     # The old content around the new bytes is written even where it is
     # zero: the clusters stay fully allocated in the file (QEMU zeroes
     # them), which is what tells a data cluster from a preallocated one.
-    writes: list[tuple[int, bytes | bytearray | memoryview]] = []
+    writes: list[Landing] = []
     old = b""
     if head:
         old = await node.cluster_content(guest, olds[0])
-        writes.append((host, old[:head]))
-    writes.append((host + head, _piece(data, offset, pos, stop)))
+        writes.append((host, old[:head], "cow_write"))
+    writes.append((host + head, _piece(data, offset, pos, stop), "write_aio"))
     if tail:
         if count > 1 or not head:
             old = await node.cluster_content(guest + count - 1, olds[-1])
-        writes.append((host + count * cs - tail, old[cs - tail :]))
+        writes.append((host + count * cs - tail, old[cs - tail :], "cow_write"))
     first = host | COPIED
     link = (l2_offset, l2_index, array("Q", range(first, first + count * cs, cs)), olds)
     await land(node, writes, later)
@@ -421,6 +423,7 @@ async def _rewrite_entries(
 __all__ = [
     "MAX_RUN_CLUSTERS",
     "Deferred",
+    "Landing",
     "all_zero",
     "discard",
     "finish",
