@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemons import REPO
+from tests.support import qemu_tools
+from tests.support.daemons import REPO, qsd_new_kind, why_missing
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +108,37 @@ def test_qemu_binaries_are_found_only_through_qemu_tools() -> None:
         if _BYPASSES.search(line)
     ]
     assert not found, "use tests.support.qemu_tools instead:\n" + "\n".join(found)
+
+
+def _fake_qsd(folder: Path, script: str) -> Path:
+    folder.mkdir()
+    qsd = folder / "qsd"
+    qsd.write_text("#!/bin/sh\n" + script)
+    qsd.chmod(0o755)
+    return qsd
+
+
+def test_reference_that_cannot_run_is_skipped_with_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed but unable to run (a container refusing the chroot's
+    mounts): absent, with QEMU's last words as the reason, not a crash at
+    the first test's set-up."""
+    failing = "echo 'unshare: Operation not permitted' >&2\nexit 1\n"
+    qsd = _fake_qsd(tmp_path / "broken", failing)
+    monkeypatch.setenv("QMPD_QEMU_NEW", str(qsd.parent))
+    assert qemu_tools.new_tool("qsd") is None
+    assert qsd_new_kind() is None
+    reason = why_missing("qsd-new")
+    assert "does not run" in reason, reason
+    assert "Operation not permitted" in reason, reason
+
+
+def test_reference_chosen_by_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    qsd = _fake_qsd(tmp_path / "mine", "exit 0\n")
+    monkeypatch.setenv("QMPD_QEMU_NEW", str(qsd.parent))
+    assert qemu_tools.new_tool("qsd") == str(qsd)
+    assert qemu_tools.new_tool("qemu-img") is None  # no such wrapper there
+    monkeypatch.setenv("QMPD_QEMU_NEW", "none")
+    assert qemu_tools.new_tool("qsd") is None
+    assert "QMPD_QEMU_NEW=none" in why_missing("qsd-new")

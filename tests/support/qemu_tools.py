@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,12 +109,38 @@ def _candidates() -> list[NewQemu]:
     ]
 
 
-def new_qemu() -> NewQemu | None:
-    """The first set-up place of the newer QEMU (its daemon there), or None."""
+#: Places whose daemon was asked for its version: None when it answered,
+#: else the reason it did not (asked once per process).
+_TRIED: dict[NewQemu, str | None] = {}
+
+
+def _fails_to_run(place: NewQemu, qsd: str) -> str | None:
+    """Why ``place``'s daemon does not run (a container may refuse the
+    chroot's mounts, say), or None when it does."""
+    if place not in _TRIED:
+        try:
+            done = subprocess.run(
+                [qsd, "--version"], capture_output=True, text=True, timeout=60, check=False
+            )
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            _TRIED[place] = None if done.returncode == 0 else f"{qsd} --version: {last}"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _TRIED[place] = f"{qsd} --version: {e}"
+    return _TRIED[place]
+
+
+def _places() -> Iterator[tuple[NewQemu, str | None]]:
+    """The set-up places of the newer QEMU in order, each with why it does
+    not run (None when it does)."""
     for place in _candidates():
-        if place.tool("qsd") is not None:
-            return place
-    return None
+        qsd = place.tool("qsd")
+        if qsd is not None:
+            yield place, _fails_to_run(place, qsd)
+
+
+def new_qemu() -> NewQemu | None:
+    """The first set-up place of the newer QEMU whose daemon runs, or None."""
+    return next((place for place, failure in _places() if failure is None), None)
 
 
 def new_tool(name: str) -> str | None:
@@ -143,6 +171,9 @@ def why_new_missing(name: str = "qsd") -> str:
         return f"{what} hidden by QMPD_QEMU_NEW=none"
     if os.geteuid() != 0 and not os.environ.get("QMPD_QEMU_NEW"):
         return f"{what} runs in a chroot and needs root"
+    failures = [failure for _, failure in _places() if failure]
+    if failures:
+        return f"{what} is installed but does not run: {failures[0]}"
     return f"{what} not installed: {INSTALL_HINT}"
 
 
