@@ -15,7 +15,9 @@ before calling into a driver (block/io.c), so that drivers stay small:
 * a zero write may unmap only if the node was opened with ``discard=unmap``
   (QEMU drops BDRV_REQ_MAY_UNMAP otherwise), and ``discard`` requests do
   nothing at all with ``discard=ignore``;
-* ``cache.no-flush`` makes flushes no-ops.
+* ``cache.no-flush`` drops only the sync to disk, which protocol nodes
+  make: a format node's flush still writes what it holds back to its file
+  (QEMU's BDRV_O_NO_FLUSH skips flush_to_disk, never flush_to_os).
 
 Drivers override the ``_``-prefixed hooks.  The zero-state rule: no hook
 may ever report ``zero=True`` for bytes that may read as non-zero (see
@@ -279,11 +281,12 @@ class BlockNode:
         return None
 
     async def flush(self) -> None:
-        """Make completed writes durable (a no-op with ``cache.no-flush``).
+        """Make completed writes durable; with ``cache.no-flush`` only hand
+        them to the OS (a protocol node does nothing then).
 
         Raises BlockIOError with the driver's errno.
         """
-        if self.options.cache_no_flush:
+        if self.options.cache_no_flush and self.is_protocol:
             return
         await self._flush()
 

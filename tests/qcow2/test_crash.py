@@ -174,3 +174,40 @@ async def test_killed_with_unlinked_tables(tmp_path: Path) -> None:
     expected = bytearray(8 * MiB)
     expected[:300_000] = b"\x11" * 300_000
     assert raw_content(path, tmp_path) == expected
+
+
+# cache.no-flush drops only the sync to disk: a flush still hands every
+# table qcow2 holds back to the file, so a killed process loses nothing
+# that was flushed.
+CHILD_NO_FLUSH = r"""
+import sys, trio
+from qmpd.block import BlockGraph, blockdev_add
+
+async def main(path):
+    graph = BlockGraph()
+    node = blockdev_add(graph, {"driver": "qcow2", "node-name": "q",
+                                "cache": {"no-flush": True},
+                                "file": {"driver": "file", "filename": path}})
+    await node.write(1024 * 1024, b"\x11" * (1024 * 1024))
+    await node.write(5 * 1024 * 1024, b"\x22" * 65536)
+    await node.flush()
+    print("ready", flush=True)
+    await trio.sleep_forever()
+
+trio.run(main, sys.argv[1])
+"""
+
+
+@needs_qemu
+async def test_no_flush_keeps_flushed_writes_when_killed(tmp_path: Path) -> None:
+    # Issue 10, defect 6: with cache.no-flush=on, both ranges read as zero
+    # after the kill, with leaked clusters and the dirty bit set.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=8 * MiB)
+    _killed_mid_session(path, CHILD_NO_FLUSH)
+    assert not _dirty(path)
+    check_clean(path)
+    expected = bytearray(8 * MiB)
+    expected[MiB : 2 * MiB] = b"\x11" * MiB
+    expected[5 * MiB : 5 * MiB + 65536] = b"\x22" * 65536
+    assert raw_content(path, tmp_path) == expected
