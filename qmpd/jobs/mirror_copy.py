@@ -553,11 +553,15 @@ class MirrorCopy(BlockJob):
                 # source: punch whatever the target allocates, even when it
                 # reads as zero already.  Block status cannot be asked (a
                 # file system reports preallocated, unwritten extents as
-                # holes), the allocation can.
+                # holes), the allocation can.  Nothing allocated means
+                # nothing to punch, never that it reads as zero (some file
+                # systems report no blocks for data): that only a hole
+                # probe or a read proves.
                 allocated = tgt.actual_size()
-                if allocated is None or allocated > 0:
+                empty = allocated == 0 and (await tgt.known_zero()).open.value
+                if not empty:
                     await tgt.write_zeroes(0, length, may_unmap=True)
-                    self.stats.zeroed += length if allocated is None else min(allocated, length)
+                    self.stats.zeroed += min(allocated, length) if allocated else length
                 zero.mark_all()
             elif self.opts.target_is_zero or (await tgt.known_zero()).open.value:
                 zero.mark_all()
