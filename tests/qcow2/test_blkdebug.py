@@ -12,8 +12,9 @@ import pytest
 
 from qmpd.block import BlockGraph, BlockIOError, blockdev_add
 from qmpd.block.blkdebug import BlkdebugNode
+from qmpd.block.qcow2.format import AUTOCLEAR_QMPD_ALL_ZERO, parse_header
 
-from .conftest import IMGS, check_consistent, create_image
+from .conftest import IMGS, check_consistent, create_image, open_qcow2
 
 MiB = 1 << 20
 
@@ -83,3 +84,97 @@ async def test_flush_events_reach_the_rules(tmp_path: Path, graph: BlockGraph) -
     debug = graph.find("dbg")
     assert isinstance(debug, BlkdebugNode)
     assert debug.rules.rules == ()
+
+
+# -- issue 10, defect 8: memory never runs ahead of disk ---------------------------
+
+
+def _autoclear(path: Path) -> int:
+    return parse_header(path.read_bytes()[:65536]).autoclear
+
+
+async def test_failed_all_zero_bit_withdrawal_is_not_believed(tmp_path: Path) -> None:
+    # The first write into an all-zero image withdraws qmpd's bit (a header
+    # write, sector 0); it fails.  Memory said "withdrawn" while the disk
+    # kept the bit, so the next write landed data under a set bit, and
+    # the reopened image claimed to be all zero.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=4 * MiB)
+    rules = [
+        # The first header write after the write's first request fails.
+        {"event": "pwritev", "state": 2, "sector": 0, "iotype": "write", "once": True},
+    ]
+    graph = BlockGraph()
+    debug = {
+        "driver": "blkdebug",
+        "image": {"driver": "file", "filename": str(path)},
+        "inject-error": rules,
+        "set-state": [{"event": "pwritev", "state": 1, "new_state": 2}],
+    }
+    node = blockdev_add(graph, {"driver": "qcow2", "node-name": "q", "file": debug})
+    with pytest.raises(BlockIOError):
+        await node.write(0, b"\x77" * 4096)
+    assert _autoclear(path) & AUTOCLEAR_QMPD_ALL_ZERO  # the disk kept it...
+    assert node.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO  # ...and so does memory
+    await node.write(0, b"\x77" * 4096)
+    assert not _autoclear(path) & AUTOCLEAR_QMPD_ALL_ZERO
+    graph.close_all()
+    graph = BlockGraph()
+    reopened = open_qcow2(graph, path, read_only=True)
+    assert not (await reopened.known_zero()).open.value
+    assert await reopened.read(0, 4096) == b"\x77" * 4096
+    graph.close_all()
+    if IMGS:
+        check_consistent(path)
+
+
+async def test_failed_l2_update_reads_as_the_disk_says(tmp_path: Path) -> None:
+    # An L2 entry whose write failed must not be in the cache: reads would
+    # show data the image does not map (and a reopen would not).
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=4 * MiB)
+    graph = BlockGraph()
+    node = open_over_blkdebug(
+        graph,
+        path,
+        [{"event": "l2_update", "state": 2, "iotype": "write", "once": True}],
+    )
+    await node.write(0, b"\x01" * 65536)  # maps cluster 0 (and makes the L2 table)
+    await node.flush()
+    debug = graph.find("dbg")
+    assert isinstance(debug, BlkdebugNode)
+    debug.rules.state = 2  # arm the rule for the next L2 update only
+    with pytest.raises(BlockIOError):
+        await node.write(65536, b"\x02" * 65536)
+    seen = await node.read(0, 2 * 65536)
+    graph.close_all()
+    graph = BlockGraph()
+    reopened = open_qcow2(graph, path, read_only=True)
+    assert await reopened.read(0, 2 * 65536) == seen
+    graph.close_all()
+    if IMGS:
+        check_consistent(path)
+
+
+async def test_failed_refcount_block_hookup_leaves_no_corruption(tmp_path: Path) -> None:
+    # 512-byte clusters: a refcount block covers 128 KiB, so writing past
+    # that makes a new block.  Its reftable entry fails to be written; the
+    # block must not be used as if it were hooked up (the clusters counted
+    # in it would read as free on disk: a corrupt image).
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=4 * MiB, cluster_size=512)
+    graph = BlockGraph()
+    node = open_over_blkdebug(
+        graph, path, [{"event": "refblock_alloc_hookup", "iotype": "write", "once": True}]
+    )
+    failed = 0
+    for i in range(8):
+        try:
+            await node.write(i * 65536, bytes([i + 1]) * 65536)
+        except BlockIOError:
+            failed += 1
+    assert failed == 1
+    await node.flush()
+    graph.close_all()
+    if IMGS:
+        check_consistent(path)

@@ -207,9 +207,15 @@ class Qcow2Node(Qcow2Info):
 
     # ------------------------------------------------------------ header, dirty bit
 
-    async def _write_header(self, header: Header) -> None:
-        self.header = header
+    async def _write_header(self, header: Header, *, durable: bool = False) -> None:
+        """The one way the header changes: on disk first (synced too when
+        ``durable``), in memory only once that succeeded, so decisions made
+        on the memory copy never rest on a change the disk refused.
+        Raises BlockIOError, the memory copy unchanged."""
         await self.store.write(0, encode_header(header))
+        if durable:
+            await self.store.flush()
+        self.header = header
 
     async def _reftable_moved(self, offset: int, clusters: int) -> None:
         await self._write_header(
@@ -230,9 +236,8 @@ class Qcow2Node(Qcow2Info):
         self._check_writable_image()
         if self.header.version >= 3 and self.header.autoclear & ~KNOWN_AUTOCLEAR:
             await self._write_header(
-                self.header.with_(autoclear=self.header.autoclear & KNOWN_AUTOCLEAR)
+                self.header.with_(autoclear=self.header.autoclear & KNOWN_AUTOCLEAR), durable=True
             )
-            await self.store.flush()
         self._autoclear_done = True
 
     async def begin_meta(self) -> None:
@@ -243,9 +248,8 @@ class Qcow2Node(Qcow2Info):
         if self.header.version < 3 or self._dirty_on_disk:
             return
         await self._write_header(
-            self.header.with_(incompatible=self.header.incompatible | INCOMPAT_DIRTY)
+            self.header.with_(incompatible=self.header.incompatible | INCOMPAT_DIRTY), durable=True
         )
-        await self.store.flush()
         self._dirty_on_disk = True
 
     async def before_data(self) -> None:
@@ -253,9 +257,9 @@ class Qcow2Node(Qcow2Info):
         :func:`.write.land`): withdraw the all-zero bit first, durably."""
         if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO:
             await self._write_header(
-                self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO)
+                self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO),
+                durable=True,
             )
-            await self.store.flush()
 
     async def _repair(self) -> None:
         """Rebuild the refcounts of an image left dirty (see the module docstring)."""
@@ -269,9 +273,9 @@ class Qcow2Node(Qcow2Info):
         table = rc.Refcounts.parse_table(
             await self.store.read(offset, clusters * self.cluster_size)
         )
-        self.refcounts = self._make_refcounts(offset, clusters, table)
         await self._reftable_moved(offset, clusters)
         await self.store.flush()
+        self.refcounts = self._make_refcounts(offset, clusters, table)
 
     # ------------------------------------------------------------ writes (see .write)
 
@@ -371,8 +375,10 @@ class Qcow2Node(Qcow2Info):
                 await self._write_header(
                     self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
                 )
-                await self.store.flush()
+                # From here the next change sets the bit again, even if
+                # this sync fails.
                 self._dirty_on_disk = False
+                await self.store.flush()
 
     async def write_behind(self, offset: int, length: int) -> bool:
         """The hint of a writer that will flush soon (the mirror gives it
@@ -439,21 +445,21 @@ class Qcow2Node(Qcow2Info):
             await self.store.write(
                 header.l1_table_offset + len(l1) * 8, encode_u64(tail), "l1_update"
             )
-            self.tables.l1 = new
             await self._write_header(header.with_(l1_size=entries))
+            self.tables.l1 = new
             return
         clusters = -(-entries * 8 // self.cluster_size)
         self.store.event("l1_grow_alloc_table")
         offset = await self.refcounts.allocate(clusters)
         await self.store.write(offset, encode_u64(new), "l1_grow_write_table")
         await self.store.flush()
-        self.tables.l1, self.tables.l1_offset = new, offset
         self.store.event("l1_grow_activate_table")
         await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
-        await self.store.flush()
         # The new table was written whole, pending entries included, and
         # synced with the tables they point at before the header switched.
+        self.tables.l1, self.tables.l1_offset = new, offset
         self.tables.pending.clear()
+        await self.store.flush()
         old_clusters = -(-header.l1_size * 8 // self.cluster_size)
         if header.l1_size:
             await self.refcounts.free(header.l1_table_offset, old_clusters)

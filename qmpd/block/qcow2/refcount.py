@@ -8,7 +8,9 @@ free; everything the image uses (header, tables, data) counts 1, a host
 cluster shared by compressed clusters counts once per user.
 
 Changes are written through: every update writes the bytes of its entry at
-once, so nothing is lost when the process dies.  The image's dirty bit
+once, so nothing is lost when the process dies, and the cached blocks and
+table take a change only after the file did (a failed write leaves memory
+as the file is).  The image's dirty bit
 (set by the node before the first metadata change) covers the order in
 which the kernel may put those writes on disk; on the next read-write open
 :func:`rebuild` recomputes every refcount from the L1/L2 tables.
@@ -126,10 +128,19 @@ class Refcounts:
             block_index, index = divmod(cluster, self.per_block)
             n = min(self.per_block - index, end - cluster)
             offset = self.table[block_index] & ~0x1FF
-            buf = await self._block(offset)
-            start, stop = _fill(buf, index, n, self.order, value)
-            await self.store.write(offset + start, buf[start:stop], "refblock_update_part")
+            new = bytearray(await self._block(offset))
+            start, stop = _fill(new, index, n, self.order, value)
+            await self._store_part(offset, new, start, stop)
             cluster += n
+
+    async def _store_part(self, offset: int, new: bytearray, start: int, stop: int) -> None:
+        """Write bytes ``[start, stop)`` of block ``offset``'s new content
+        ``new``, then (only then) take them into the cache.  Raises
+        BlockIOError, the cache unchanged."""
+        await self.store.write(offset + start, new[start:stop], "refblock_update_part")
+        cached = self._blocks.get(offset)
+        if cached is not None:
+            cached[start:stop] = new[start:stop]
 
     async def _ensure_block(self, cluster: int) -> bool:
         """Make sure ``cluster``'s region has a block; True if one was made."""
@@ -160,11 +171,12 @@ class Refcounts:
         set_entry(buf, 0, self.order, 1)
         offset = home << self.cluster_bits
         await self.store.write(offset, buf, "refblock_alloc_write")
-        self._blocks[offset] = buf
-        self.table[block_index] = offset
         await self.store.write(
             self.table_offset + block_index * 8, struct.pack(">Q", offset), "refblock_alloc_hookup"
         )
+        # Used only once the table on disk points at it.
+        self._blocks[offset] = buf
+        self.table[block_index] = offset
 
     async def _grow_table(self, block_index: int) -> None:
         entries = max(block_index + 1, 2 * len(self.table))
@@ -186,10 +198,11 @@ class Refcounts:
         )
         await self.store.flush()
         old_offset, old_clusters = self.table_offset, self.table_clusters
-        self._blocks[block_offset] = buf
-        self.table, self.table_offset, self.table_clusters = new_table, table_offset, clusters
         self.store.event("refblock_alloc_switch_table")
         await self._on_table_moved(table_offset, clusters)
+        # Used only once the header on disk points at it.
+        self._blocks[block_offset] = buf
+        self.table, self.table_offset, self.table_clusters = new_table, table_offset, clusters
         await self.free(old_offset, old_clusters)
 
     async def allocate(self, count: int) -> int:
@@ -291,8 +304,9 @@ class Refcounts:
             if block_index >= len(self.table) or not self.table[block_index]:
                 raise BlockIOError(errno.EIO, "qcow2: refcount out of range")
             block = self.table[block_index] & ~0x1FF
-            buf = await self._block(block)
+            buf = bytearray(await self._block(block))
             lo, hi = len(buf), 0
+            now_free = []
             for i in range(index, index + n):
                 value = get_entry(buf, i, self.order) - 1
                 if value < 0:
@@ -300,8 +314,9 @@ class Refcounts:
                 start, stop = set_entry(buf, i, self.order, value)
                 lo, hi = min(lo, start), max(hi, stop)
                 if value == 0:
-                    freed.append((cluster - index + i) << self.cluster_bits)
-            await self.store.write(block + lo, buf[lo:hi], "refblock_update_part")
+                    now_free.append((cluster - index + i) << self.cluster_bits)
+            await self._store_part(block, buf, lo, hi)
+            freed += now_free
             cluster += n
         if freed:
             self.free_index = min(self.free_index, freed[0] >> self.cluster_bits)

@@ -3,8 +3,9 @@
 The L1 table lives in memory whole (QEMU does the same; 32 MiB at most).
 L2 tables are read on demand into a small LRU cache of integer arrays.
 L2 entries are written through (a run of consecutive entries in one
-write), so the file always holds what the cache holds; the caller orders
-"a cluster's data before the L2 entry that maps it".
+write), and enter the cache only after the write succeeded, so the file
+always holds what the cache holds, failed writes included; the caller
+orders "a cluster's data before the L2 entry that maps it".
 
 A new L2 table is written at once, but the L1 entry pointing at it is
 held in memory (*pending*) until :meth:`Tables.commit_l1`, which the node
@@ -20,7 +21,6 @@ holds its entry updates back until a flush too); the image stays valid.
 from __future__ import annotations
 
 import functools
-import struct
 import sys
 from array import array
 from collections import OrderedDict
@@ -112,15 +112,18 @@ class Tables:
         return (await self.l2_table(offset))[l2_index]
 
     async def set_entry(self, l2_offset: int, l2_index: int, value: int) -> None:
-        table = await self.l2_table(l2_offset)
-        table[l2_index] = value
-        await self.store.write(l2_offset + l2_index * 8, struct.pack(">Q", value), "l2_update")
+        await self.set_entries(l2_offset, l2_index, array("Q", [value]))
 
     async def set_entries(self, l2_offset: int, l2_index: int, values: array[int]) -> None:
-        """Store consecutive entries of one table with a single write."""
+        """Store consecutive entries of one table with a single write; the
+        cache takes them only once the file did.  Raises BlockIOError."""
         table = await self.l2_table(l2_offset)
-        table[l2_index : l2_index + len(values)] = values
         await self.store.write(l2_offset + l2_index * 8, encode_u64(values), "l2_update")
+        table[l2_index : l2_index + len(values)] = values
+        # A reader may have evicted and reloaded the table meanwhile.
+        cached = self._cache.get(l2_offset)
+        if cached is not None and cached is not table:
+            cached[l2_index : l2_index + len(values)] = values
 
     async def install_l2(self, l1_index: int, offset: int, table: array[int]) -> None:
         """Write a new L2 table; the L1 entry pointing at it is pending
