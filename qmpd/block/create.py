@@ -36,7 +36,13 @@ thread, after which the reply comes first, as in QEMU.
 
 At the end the job records the file in :data:`~.zerofill.ZERO_FILLED`: a
 node opened on it right after knows it reads as zero (``open``, how
-``record``), even when fully preallocated, without reading it back.
+``record``), even when fully preallocated, without reading it back.  The
+record must certify qmpd's zeroes only, so from step 4 on the job also
+refuses to share write (QEMU's lock byte ``200 + write``) and records
+nothing when it cannot: when another open file holds the write permission
+(it may write while the zeroes go in, as QEMU lets it) or locks do not
+work.  A process asking for the write lock meanwhile is refused, as it is
+while any QEMU writer that does not share write holds the file.
 """
 
 from __future__ import annotations
@@ -274,11 +280,33 @@ def _grow(fd: int, opts: FileCreateOptions) -> None:
         raise JobFailed(f"Unsupported preallocation mode: {mode}")
 
 
+def _keep_writers_out(fd: int) -> bool:
+    """Refuse to share write from now on, so that nobody who respects the
+    locks writes while the file is made zero; True when that holds.  False
+    (and nothing kept) when another open file already holds the write
+    permission or locks do not work here."""
+    index = Perm.WRITE.bit_length() - 1
+    if not ofd_locks_supported(fd):
+        return False
+    try:
+        _flock(fd, F_OFD_SETLK, fcntl.F_RDLCK, LOCK_SHARED_BASE + index)
+    except OSError:
+        return False
+    # Taken, then checked, as every party does: of two racing, one sees the other.
+    if _held_elsewhere(fd, LOCK_PERM_BASE + index):
+        with contextlib.suppress(OSError):
+            _flock(fd, F_OFD_SETLK, fcntl.F_UNLCK, LOCK_SHARED_BASE + index)
+        return False
+    return True
+
+
 def shape_file(fd: int, opts: FileCreateOptions) -> None:
-    """Steps 4-5 (blocking; run in a worker thread), then the zero-fill record.
+    """Steps 4-5 (blocking; run in a worker thread), then the zero-fill
+    record, made only when no other writer could have been at work.
 
     Raises JobFailed with QEMU's texts.
     """
+    alone = _keep_writers_out(fd)
     try:
         os.ftruncate(fd, 0)
     except OSError as exc:
@@ -288,9 +316,10 @@ def shape_file(fd: int, opts: FileCreateOptions) -> None:
     hint = DEFAULT_EXTENT_SIZE_HINT if opts.extent_size_hint is None else opts.extent_size_hint
     _set_extent_size_hint(fd, hint, opts.extent_size_hint is not None)
     _grow(fd, opts)
-    # Everything from 0 to size reads as zero now, and we know it.
-    with contextlib.suppress(OSError):
-        ZERO_FILLED.remember(fd)
+    if alone:
+        # Everything from 0 to size reads as zero now, and we know it.
+        with contextlib.suppress(OSError):
+            ZERO_FILLED.remember(fd)
 
 
 def close_created(fd: int) -> None:

@@ -22,6 +22,15 @@ own writes never depend on it: a file node forgets the record explicitly
 before every data write (:meth:`ZeroFillRecords.forget`), which costs one
 dict operation.
 
+Who may make a record.  A record certifies the file's whole content, so
+it may only be made by a creator that kept every other writer out from
+before its first zero until the stamp: another process's write landing
+in between would carry the creator's stamp and be certified zero.  The
+create job refuses to share write while it works (QEMU's lock byte), and
+makes no record when another open file holds the write permission; a
+process that writes without asking for the lock is outside what locks
+can protect, here as in QEMU.
+
 A stale record is dropped when found.  Zero writes, discards and resizes
 through qmpd leave a file reading as zero but change its stamp, so they
 void the record too: a conservative loss (the node falls back to the hole
@@ -71,7 +80,9 @@ class ZeroFillRecords:
         return len(self._records)
 
     def remember(self, fd: int) -> None:
-        """The open file ``fd`` reads as zero now.  Raises OSError if fstat fails."""
+        """The open file ``fd`` reads as zero now, and nobody but the caller
+        can have written it since it was zeroed (see the module docstring).
+        Raises OSError if fstat fails."""
         st = os.fstat(fd)
         key = file_key(st)
         self._records.pop(key, None)

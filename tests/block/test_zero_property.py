@@ -2,19 +2,24 @@
 
 The bug hunted: a node (block status or known_zero) claiming zero for
 bytes that hold data.  That would let a mirror skip copying them, silently
-corrupting the copy.  The machine runs on a real file node and on raw over
-a file with an offset, under random discard and detect-zeroes settings.
+corrupting the copy.  The machine runs on a real file node, on one whose
+file ``blockdev-create`` made (fully preallocated: it is known zero by the
+create job's record) and on raw over a file with an offset, under random
+discard and detect-zeroes settings; another process's writes to the file
+come in between.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
 from qmpd.block import blockdev_add
+from qmpd.block.create import FileCreateOptions, close_created, open_and_lock, shape_file
 from qmpd.block.zerostate import SCAN_LIMIT, ZeroState
 from tests.support.node_model import NodeModel, run
 
@@ -50,21 +55,27 @@ class ZeroModel(NodeModel):
 
     @initialize(
         size=SIZES,
-        layout=st.sampled_from(["file", "raw-offset"]),
+        layout=st.sampled_from(["file", "created", "raw-offset"]),
         discard=st.sampled_from(["ignore", "unmap"]),
         detect=st.sampled_from(["off", "on", "unmap"]),
     )
     def setup(self, size: int, layout: str, discard: str, detect: str) -> None:
         if detect == "unmap" and discard != "unmap":
             detect = "on"
-        path = self.dir / "disk.img"
-        with open(path, "wb") as f:
-            if layout == "raw-offset":
-                f.write(b"\xee" * PREFIX)
-            f.truncate(size + (PREFIX if layout == "raw-offset" else 0))
+        path = self.path = self.dir / "disk.img"
+        self.base = PREFIX if layout == "raw-offset" else 0
+        if layout == "created":
+            opts = FileCreateOptions(str(path), size, preallocation="full")
+            fd = open_and_lock(opts)
+            shape_file(fd, opts)  # the zero-fill record
+            close_created(fd)
+        else:
+            with open(path, "wb") as f:
+                f.write(b"\xee" * self.base)
+                f.truncate(size + self.base)
         common = {"node-name": "n", "discard": discard, "detect-zeroes": detect}
         args: dict[str, Any]
-        if layout == "file":
+        if layout != "raw-offset":
             args = {"driver": "file", "filename": str(path), **common}
         else:
             file = {"driver": "file", "filename": str(path)}
@@ -88,6 +99,25 @@ class ZeroModel(NodeModel):
         if self.node.unmap_allowed:
             # A host file's discard punches a hole: the range reads as zero.
             self.model[start : start + length] = bytes(length)
+
+    @precondition(lambda self: self.node is not None)
+    @rule(data=st.data())
+    def outside_write(self, data: st.DataObject) -> None:
+        """Another process writes the file (inside its current length)."""
+        before = os.stat(self.path)
+        length = min(len(self.model), before.st_size - self.base)
+        start, n = data.draw(self.ranges(max(length, 0)))
+        assume(n > 0)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"\x0b" * n, self.base + start)
+        finally:
+            os.close(fd)
+        after = os.stat(self.path)
+        # A kernel without multigrain ctime may not show a write in the
+        # same tick; such a change is outside what the record can see.
+        assume((after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns))
+        self.model[start : start + n] = b"\x0b" * n
 
     @precondition(lambda self: self.node is not None)
     @rule(size=SIZES)
