@@ -118,12 +118,12 @@ class GuestWriter(threading.Thread):
 
 
 @needs_qemu
-@pytest.mark.parametrize("job", ["none", "mirror"])
+@pytest.mark.parametrize("job", ["none", "mirror", "ready-mirror"])
 @pytest.mark.parametrize("how", ["quit", "SIGTERM"])
 def test_stopping_keeps_acknowledged_writes_and_leaves_images_clean(
     tmp_path: Path, how: str, job: str
 ) -> None:
-    src = qcow2(tmp_path / "src.qcow2", 2 * GiB, fill=32 * MiB if job == "mirror" else 0)
+    src = qcow2(tmp_path / "src.qcow2", 2 * GiB, fill=32 * MiB if job != "none" else 0)
     other = qcow2(tmp_path / "other.qcow2", 2 * GiB)
     dst = qcow2(tmp_path / "dst.qcow2", 2 * GiB)
     with running(qmpd_kind()) as daemon:
@@ -132,11 +132,18 @@ def test_stopping_keeps_acknowledged_writes_and_leaves_images_clean(
             file = {"driver": "file", "filename": str(path)}
             assert qmp.execute("blockdev-add", driver="qcow2", node_name=name, file=file) == {}
         assert qmp.execute("device_add", driver="virtio-blk-pci", id="vd0", drive="src") == {}
-        if job == "mirror":
+        if job == "mirror":  # still copying, rate-limited
             reply = qmp.execute(
                 "blockdev-mirror", job_id="m", device="src", target="dst", sync="full", speed=MiB
             )
             assert reply == {}
+        elif job == "ready-mirror":  # every guest write goes to both images
+            reply = qmp.execute(
+                "blockdev-mirror", job_id="m", device="src", target="dst", sync="full",
+                copy_mode="write-blocking",
+            )  # fmt: skip
+            assert reply == {}
+            qmp.wait("BLOCK_JOB_READY")
         writer = GuestWriter(daemon.sockets[0])
         writer.start()
         writer.enough.wait()
