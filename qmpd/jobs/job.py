@@ -487,6 +487,11 @@ class Job:
             self._pause_now()
         else:
             self.busy = True
+        # Whatever the work slept on is over from this moment, even though
+        # its task only runs later: a timer sleep counts as ended now (QEMU's
+        # job_enter deletes the sleep timer), so a resume arriving before
+        # the task runs sees a job with no timer and wakes it.
+        self._timer_pending = False
         if self._wakeup is not None:
             self._wakeup.set()
 

@@ -19,6 +19,16 @@ async def run_job(client: Transcript, jobs: JobManager, job: CountingJob) -> flo
     return trio.current_time() - t0
 
 
+async def sleeping_on_the_limit(jobs: JobManager) -> float:
+    """Start job j1 (4 MiB at 1 MiB/s); return its start time once it has
+    slept 1.5 s, half way through its wait for chunk 2 (due at 2.0)."""
+    t0 = trio.current_time()
+    jobs.add(CountingJob("j1", chunks=4, speed=MiB))
+    jobs.find("j1").start()
+    await trio.sleep(1.5)
+    return t0
+
+
 async def test_unlimited_takes_no_time(
     client: Transcript, jobs: JobManager, autojump_clock: MockClock
 ) -> None:
@@ -66,10 +76,7 @@ async def test_set_speed_while_running(
 async def test_paused_time_does_not_count_as_credit(
     client: Transcript, jobs: JobManager, autojump_clock: MockClock
 ) -> None:
-    t0 = trio.current_time()
-    jobs.add(CountingJob("j1", chunks=4, speed=MiB))
-    jobs.find("j1").start()
-    await trio.sleep(1.5)
+    t0 = await sleeping_on_the_limit(jobs)
     await client.cmd("job-pause", id="j1")
     await trio.sleep(100)
     await client.cmd("job-resume", id="j1")
@@ -100,10 +107,7 @@ async def test_pause_and_resume_while_sleeping_on_the_rate_limit(
     client: Transcript, jobs: JobManager, autojump_clock: MockClock
 ) -> None:
     # A job waiting out its speed limit must pause and carry on when resumed.
-    t0 = trio.current_time()
-    jobs.add(CountingJob("j1", chunks=4, speed=MiB))
-    jobs.find("j1").start()
-    await trio.sleep(1.5)
+    t0 = await sleeping_on_the_limit(jobs)
     assert await client.cmd("job-pause", id="j1") == {}
     await trio.sleep(10)
     [info] = await client.cmd("query-jobs")
@@ -112,3 +116,27 @@ async def test_pause_and_resume_while_sleeping_on_the_rate_limit(
     with trio.fail_after(100):
         await client.until("JSC null")
     assert trio.current_time() - t0 >= 4.0
+
+
+async def test_pause_and_resume_in_one_write_keep_a_rate_limited_job_running(
+    client: Transcript, jobs: JobManager, autojump_clock: MockClock
+) -> None:
+    # Issue 10 defect 17: the pause ends the limiter's sleep on the job's
+    # behalf, and the resume that follows before the job's task runs again
+    # must let it go on, not find a "timer still pending" and do nothing.
+    t0 = await sleeping_on_the_limit(jobs)
+    await client.until("JSC running")
+    await client.pair.send(
+        b'{"execute": "job-pause", "arguments": {"id": "j1"}, "id": 1}'
+        b'{"execute": "job-resume", "arguments": {"id": "j1"}, "id": 2}'
+    )
+    # Virtual seconds: a job stuck paused makes the clock jump there at once.
+    with trio.fail_after(100):
+        replies = [await client.pair.read_message() for _ in range(4)]
+        shown = [m.get("return", m.get("data", {}).get("status")) for m in replies]
+        assert shown == ["paused", {}, "running", {}]
+        [info] = await client.cmd("query-block-jobs")
+        assert (info["status"], info["paused"]) == ("running", False)
+        await client.until("JSC null")
+    # Chunk 2 is still due at 2.0: the pause did not cost or give time.
+    assert trio.current_time() - t0 == 4.0

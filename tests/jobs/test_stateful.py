@@ -167,7 +167,7 @@ class JobMachine(RuleBasedStateMachine):
 
     @rule(
         job_id=st.sampled_from(JOB_IDS),
-        what=st.sampled_from(["progress", "ready", "fail", "finish"]),
+        what=st.sampled_from(["progress", "ready", "fail", "finish", "sleep"]),
     )
     def job_step(self, job_id: str, what: str) -> None:
         job = self.live(job_id)
@@ -225,6 +225,33 @@ class JobMachine(RuleBasedStateMachine):
         if error is not None and "cannot accept command verb" in error.desc:
             assert error.desc == refusal
             assert not verb_ok(verb, before)
+
+    @rule(job_id=st.sampled_from(JOB_IDS), block=st.booleans())
+    def pause_and_resume_at_once(self, job_id: str, block: bool) -> None:
+        """Both verbs with no job step between them, as when a client sends
+        them in one write (issue 10 defect 17)."""
+        prefix = "block-job-" if block else "job-"
+        key = "device" if block else "id"
+        pause = self.app.handlers[prefix + "pause"].func
+        resume = self.app.handlers[prefix + "resume"].func
+
+        def both() -> list[CommandError | None]:
+            errors: list[CommandError | None] = []
+            for func in (pause, resume):
+                try:
+                    func(self.ctx, **{key: job_id})
+                    errors.append(None)
+                except CommandError as exc:
+                    errors.append(exc)
+            return errors
+
+        job = self.live(job_id)
+        was_paused = job is not None and job.user_paused
+        (paused, resumed), _ = self.trio.call(both)
+        if job is not None and paused is None and not was_paused:
+            # Our pause was taken, so our resume must be too.
+            assert resumed is None, resumed.desc
+            assert not job.user_paused
 
     @rule()
     def query(self) -> None:

@@ -126,6 +126,10 @@ class ScriptedJob(BlockJob):
                     raise JobFailed("scripted failure")
                 elif what == "finish" and not self.is_ready:
                     return
+                elif what == "sleep":
+                    # A timer sleep, as under a speed limit: only a kick,
+                    # a pause or a cancel ends it in a test's time.
+                    await self.sleep(1e9)
                 continue
             if self.is_ready and (self.should_complete or self.cancel_requested):
                 return
