@@ -157,6 +157,8 @@ def test_stopping_keeps_acknowledged_writes_and_leaves_images_clean(
     assert len(writer.acked["vd0"]) + len(writer.acked["other"]) >= BEFORE_STOP
     assert_present(src, writer.acked["vd0"])
     assert_present(other, writer.acked["other"])
+    if job == "ready-mirror":  # write-blocking: acknowledged once on both
+        assert_present(dst, writer.acked["vd0"])
     for path in (src, other, dst):
         assert_clean(path)
 
