@@ -563,6 +563,9 @@ class FileNode(BlockNode):
         return {"driver": self.driver, "filename": self.path}
 
     def actual_size(self) -> int | None:
+        # What the file takes on disk: never evidence that it reads as zero
+        # (some file systems report no blocks for data); only SEEK_DATA/
+        # SEEK_HOLE or a read prove that.
         try:
             return os.fstat(self.fd).st_blocks * 512
         except OSError:
