@@ -17,10 +17,13 @@ truncating, even ``touch`` -- voids it, because every change to a file's
 data or size moves its ctime.  Since Linux 6.13 ctime is *multigrain*:
 once a stamp has been read, the next change gets a fine-grained time, so
 a write landing in the same clock tick as our ``fstat`` still shows.  On
-older kernels that tick (a few milliseconds) is the residual window; qmpd's
-own writes never depend on it: a file node forgets the record explicitly
-before every data write (:meth:`ZeroFillRecords.forget`), which costs one
-dict operation.
+older kernels changes are stamped with a coarse clock, so
+:meth:`~ZeroFillRecords.remember` returns only once that clock has moved
+past the stamp, while the creator still keeps other writers out (below):
+any write after that shows, whatever the kernel.  qmpd's own writes never
+depend on timestamps: a file node forgets the record explicitly before
+every data write (:meth:`ZeroFillRecords.forget`), which costs one dict
+operation.
 
 Who may make a record.  A record certifies the file's whole content, so
 it may only be made by a creator that kept every other writer out from
@@ -42,10 +45,16 @@ bounded (oldest records go first) so a long-running daemon does not grow.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 #: Records kept at most; creating more files forgets the oldest.
 MAX_RECORDS = 4096
+#: Seconds remember() waits for the file clock to pass its stamp; a clock
+#: tick is a few milliseconds.
+SETTLE_LIMIT = 0.2
+#: Linux's CLOCK_REALTIME_COARSE (Python's time module does not name it).
+CLOCK_REALTIME_COARSE = 5
 
 FileKey = tuple[int, int]
 
@@ -62,6 +71,18 @@ class FileStamp:
     @classmethod
     def of(cls, st: os.stat_result) -> FileStamp:
         return cls(st.st_size, st.st_blocks, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _clock_passes(ctime_ns: int) -> bool:
+    """Wait until the clock that stamps file changes without multigrain
+    timestamps (the coarse real-time clock) is past ``ctime_ns``; False if
+    it is not within :data:`SETTLE_LIMIT` seconds (a clock set back)."""
+    deadline = time.monotonic() + SETTLE_LIMIT
+    while time.clock_gettime_ns(CLOCK_REALTIME_COARSE) <= ctime_ns:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def file_key(st: os.stat_result) -> FileKey:
@@ -82,8 +103,13 @@ class ZeroFillRecords:
     def remember(self, fd: int) -> None:
         """The open file ``fd`` reads as zero now, and nobody but the caller
         can have written it since it was zeroed (see the module docstring).
-        Raises OSError if fstat fails."""
+        Blocks until a later change must move the file's ctime (a few
+        milliseconds at most: call it from a worker thread), keeping no
+        record if the clock does not get there.  Raises OSError if fstat
+        fails."""
         st = os.fstat(fd)
+        if not _clock_passes(st.st_ctime_ns):
+            return
         key = file_key(st)
         self._records.pop(key, None)
         self._records[key] = FileStamp.of(st)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from qmpd.block.zerofill import ZeroFillRecords, file_key
+from qmpd.block.zerofill import CLOCK_REALTIME_COARSE, ZeroFillRecords, file_key
 
 
 def _open(path: Path, data: bytes = b"") -> int:
@@ -73,3 +74,16 @@ def test_another_file_is_not_mistaken(tmp_path: Path) -> None:
     finally:
         os.close(a)
         os.close(b)
+
+
+def test_remember_returns_once_a_later_change_must_show(tmp_path: Path) -> None:
+    """Without multigrain timestamps a change is stamped with the coarse
+    clock: once it is past the record's ctime, any later write moves it."""
+    table = ZeroFillRecords()
+    fd = _open(tmp_path / "a", bytes(4096))
+    try:
+        table.remember(fd)
+        assert table.holds(fd)
+        assert time.clock_gettime_ns(CLOCK_REALTIME_COARSE) > os.fstat(fd).st_ctime_ns
+    finally:
+        os.close(fd)
