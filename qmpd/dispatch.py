@@ -4,6 +4,14 @@ The edge where errors are translated (STYLE principle 4): a CommandError
 from anywhere below becomes its QMP error reply; any other exception is our
 bug, logged with its traceback and answered as a GenericError that says so,
 never blamed on the client.  The session stays usable either way.
+
+A command's fate is not its client's (issue 10): once its handler has
+started, it runs to its end even if the session is cancelled meanwhile (the
+client hung up, or stopped reading) or the daemon is shutting down.  A
+handler cut at an await would leave its work half done: a guest write on
+the source but not on the mirror target, a job created but never started.
+Only waiting for its turn may be cancelled, which drops a command that never
+began, as QEMU drops the requests still queued from a client that left.
 """
 
 from __future__ import annotations
@@ -29,7 +37,11 @@ async def _unless_stopping(ctx: CommandContext) -> None:
 
 
 async def execute(ctx: CommandContext, request: Request) -> bytes:
-    """Run ``request`` and return the bytes of its reply."""
+    """Run ``request`` and return the bytes of its reply.
+
+    Raises trio.Cancelled only while the command waits for its turn, before
+    its handler has started.
+    """
     app = ctx.app
     session = ctx.session
     name = request.command
@@ -46,7 +58,11 @@ async def execute(ctx: CommandContext, request: Request) -> bytes:
         if entry.is_async:
             async with app.lock:
                 await _unless_stopping(ctx)
-                result: Any = await entry.func(ctx, **kwargs)
+                # Shielded: see the module docstring.  A session that ends
+                # meanwhile sees its cancellation at its next checkpoint,
+                # when it would deliver the reply.
+                with trio.CancelScope(shield=True):
+                    result: Any = await entry.func(ctx, **kwargs)
         elif app.lock.locked():
             # A coroutine command is suspended mid-way: wait for it, as
             # QEMU's dispatcher never starts a command while one runs.

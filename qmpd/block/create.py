@@ -342,17 +342,16 @@ class CreateJob(Job):
         # QEMU's create jobs: JOB_MANUAL_DISMISS, never manual finalize.
         super().__init__(job_id, auto_finalize=True, auto_dismiss=False)
         self.options = options
-        self._handed_off = trio.Event()
-
-    async def until_first_yield(self) -> None:
-        # The reply waits for the inline steps only (module docstring).
-        await self._handed_off.wait()
 
     async def run(self) -> None:
         self.progress.set_remaining(1)
         try:
             fd = open_and_lock(self.options)
-            self._handed_off.set()
+            # The reply waits for the inline steps only (module docstring):
+            # the hop to a thread counts as the first yield.  Job's own
+            # event, so that a job cancelled before it ran (shutdown) still
+            # releases blockdev-create, which cannot itself be cancelled.
+            self._first_yield.set()
             try:
                 await trio.to_thread.run_sync(shape_file, fd, self.options)
             except BaseException:
@@ -362,7 +361,6 @@ class CreateJob(Job):
             # Only a create that worked reports a failing close (as QEMU).
             close_created(fd)
         finally:
-            self._handed_off.set()
             # QEMU counts the step done whatever the driver returned.
             self.progress.update(1)
 
