@@ -105,7 +105,13 @@ class CommandContext:
 
     app: App
     session: Session
-    #: Callbacks to run once the reply to the current command has been sent.
+    #: Work the current command started, run as soon as its reply is queued
+    #: for the client (so the reply comes before any event the work emits).
+    #: It never waits for the client to read, and it runs even if the
+    #: client has gone: QEMU starts a job whatever becomes of its client.
+    after_reply_queued: list[Callable[[], None]] = field(default_factory=list)
+    #: Callbacks to run once the reply to the current command has been
+    #: written to the client, or can no longer be (the client has gone).
     after_reply: list[Callable[[], None]] = field(default_factory=list)
 
 

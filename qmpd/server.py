@@ -24,6 +24,15 @@ so that it cannot block the others or grow memory without bound.
 
 Stream errors (the peer vanished) end the session here and never reach
 handlers.
+
+A command's fate is separate from its client's.  Ending a session cancels
+its tasks, but a command whose handler has started runs to its end (see
+:mod:`qmpd.dispatch`), and what it hands on through the context runs
+whether or not its reply can be delivered: ``after_reply_queued`` (the
+first steps of a job it started) as soon as the reply is queued, without
+waiting for the client to read it, and ``after_reply`` (``quit``) once the
+reply is written or the client has gone.  Only the reply itself is lost
+with the client.
 """
 
 from __future__ import annotations
@@ -31,13 +40,14 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
 from . import dispatch
 from .app import App, CommandContext
-from .protocol.session import EOF, NEED_DATA, Rejected
+from .protocol.session import EOF, NEED_DATA, Rejected, Request
 
 log = logging.getLogger("qmpd.server")
 
@@ -75,6 +85,11 @@ class Outbox:
         """Queue ``data``, waiting while the outbox is over its limit."""
         while self._chunks and self._size >= self._limit:
             await self._space_lot.park()
+        self._append(data)
+
+    def push(self, data: bytes) -> None:
+        """Queue ``data`` now, over the limit if need be (for a reply that
+        work waits for, which must not wait for the client to read)."""
         self._append(data)
 
     def _append(self, data: bytes) -> None:
@@ -151,8 +166,7 @@ class Connection:
         await self.outbox.flushed()
 
     def deliver_event(self, data: bytes) -> None:
-        if self._trace:
-            log.debug("%s --> %s", self.name, data.rstrip().decode("ascii", "replace"))
+        self._log_out(data)
         if not self.outbox.put_nowait(data):
             self._overflowed = True
             log.warning(
@@ -204,9 +218,12 @@ class Connection:
                 return
             self.outbox.written()
 
-    async def _send(self, data: bytes) -> None:
+    def _log_out(self, data: bytes) -> None:
         if self._trace:
             log.debug("%s --> %s", self.name, data.rstrip().decode("ascii", "replace"))
+
+    async def _send(self, data: bytes) -> None:
+        self._log_out(data)
         # A client waiting for this reply alone gets it written straight away
         # (one task switch less per round trip); while more requests are
         # already parsed, replies queue up so the writer sends them together.
@@ -222,7 +239,6 @@ class Connection:
 
     async def _reader(self) -> None:
         session = self.session
-        ctx = self.ctx
         await self._send(session.greeting())
         while True:
             event = session.next_event()
@@ -240,12 +256,36 @@ class Connection:
             elif isinstance(event, Rejected):
                 await self._send(event.reply)
             else:
-                await self._send(await dispatch.execute(ctx, event))  # type: ignore[arg-type]
-                if ctx.after_reply:
-                    await self.outbox.flushed()
-                    callbacks, ctx.after_reply = ctx.after_reply, []
-                    for callback in callbacks:
-                        callback()
+                await self._run_request(event)  # type: ignore[arg-type]
+
+    async def _run_request(self, request: Request) -> None:
+        """Run one request and deliver its reply (see the module docstring).
+
+        Raises trio.Cancelled when the session ends meanwhile; the work the
+        command handed on has run by then all the same.
+        """
+        ctx = self.ctx
+        try:
+            reply = await dispatch.execute(ctx, request)
+            if ctx.after_reply_queued:
+                # Queued, the reply comes before whatever the work emits.
+                self._log_out(reply)
+                self.outbox.push(reply)
+                _run_all(ctx.after_reply_queued)
+            else:
+                await self._send(reply)
+            if ctx.after_reply:
+                await self.outbox.flushed()
+        finally:
+            # Normally empty by now; not so when the client has gone first.
+            _run_all(ctx.after_reply_queued)
+            _run_all(ctx.after_reply)
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    """Call and remove every callback in ``callbacks``, in order."""
+    while callbacks:
+        callbacks.pop(0)()
 
 
 async def serve_listener(

@@ -9,7 +9,9 @@ delivery of the reply depends on the client.
 The hanging-up client here sends its requests in one write and closes its
 end at once, without reading: the server's next write to it then fails,
 which is how the server learns that the client has gone, while the command
-is still running (in-process, over memory streams, deterministically).
+is still running (in-process, over memory streams, deterministically).  The
+last test hangs up over real sockets, to qmpd and QEMU 11.1's
+qemu-storage-daemon as processes, and expects what QEMU does.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+import trio
+
+from qmpd.app import App
 from tests.conftest import Connect
 from tests.mirror.conftest import MiB, make_image
+from tests.mirror.procs import SyncClient
+from tests.support.daemons import RawClient, qmpd_kind, qsd_new_kind, running, why_missing
 from tests.support.transcript import Transcript
 
 SIZE = 8 * MiB
+#: Generous: a guard against waiting for ever on a broken daemon, not a
+#: measure of how fast anything is.
+HANG_GUARD = 60
 
 
 def request(command: str, **arguments: Any) -> bytes:
@@ -77,3 +88,58 @@ async def test_guest_write_of_a_client_that_hangs_up_reaches_the_mirror_target(
     for image in (src, dst):
         with image.open("rb") as f:
             assert f.read(4 * MiB) == b"\x5a" * (4 * MiB), image.name
+
+
+async def test_mirror_of_a_client_that_hangs_up_before_the_reply_still_copies(
+    client: Transcript, connect: Connect, tmp_path: Path
+) -> None:
+    src, dst = await add_files(client, tmp_path, data=True)
+    await hang_up_after(
+        connect,
+        request("blockdev-mirror", device="src", target="dst", sync="full", job_id="m"),
+        request("query-jobs"),
+    )
+    with trio.fail_after(HANG_GUARD):
+        await client.until("BLOCK_JOB_READY")
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert dst.read_bytes() == src.read_bytes()
+
+
+async def test_quit_of_a_client_that_hangs_up_still_shuts_down(connect: Connect, app: App) -> None:
+    await hang_up_after(connect, request("quit"), request("query-version"))
+    with trio.fail_after(HANG_GUARD):
+        await app.shutdown.wait()
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("daemon", ["qmpd", "qsd-new"])
+def test_mirror_of_a_client_that_hangs_up_reaches_ready_as_in_qemu(daemon: str) -> None:
+    kind = qmpd_kind() if daemon == "qmpd" else qsd_new_kind()
+    if kind is None:
+        pytest.skip(why_missing(daemon))
+    # QEMU's monitor serves one client at a time: one socket each.
+    with running(kind, monitors=2) as proc:
+        src = make_image(Path(proc.workdir) / "src.img", SIZE, [(MiB, MiB, 0x11)])
+        dst = make_image(Path(proc.workdir) / "dst.img", SIZE)
+        observer = SyncClient(proc.sockets[0], timeout=HANG_GUARD)
+        try:
+            for name, path in (("src", src), ("dst", dst)):
+                added = observer.execute("blockdev-add", driver="file", node_name=name,
+                                         filename=str(path))  # fmt: skip
+                assert added == {}
+            with RawClient(proc.sockets[1]) as gone:
+                gone.negotiate()
+                gone.send(
+                    request("blockdev-mirror", device="src", target="dst", sync="full", job_id="m")
+                    + request("query-jobs")
+                )
+                # Hang up once the command runs: a daemon that sees the
+                # hang-up first may drop it unstarted (QEMU does, by timing).
+                observer.wait("JOB_STATUS_CHANGE", "created")
+            observer.wait("BLOCK_JOB_READY")
+            assert observer.execute("job-complete", id="m") == {}
+            observer.wait("JOB_STATUS_CHANGE", "null")
+        finally:
+            observer.close()
+        assert dst.read_bytes() == src.read_bytes()

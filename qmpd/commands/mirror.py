@@ -145,7 +145,7 @@ async def blockdev_mirror(
     except GenericError:
         job.early_fail()
         raise
-    ctx.after_reply.append(job.reply_sent)
+    ctx.after_reply_queued.append(job.reply_sent)
     job.start()
     await job.until_first_yield()
 

@@ -316,7 +316,8 @@ class MirrorCopy(BlockJob):
     # -- the work ----------------------------------------------------------------
 
     def reply_sent(self) -> None:
-        """The reply to blockdev-mirror is out (see :meth:`run`)."""
+        """The reply to blockdev-mirror is queued ahead of the job's events,
+        or its client has gone (see :meth:`run`)."""
         self._replied = True
         self.kick()
 
