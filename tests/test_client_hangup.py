@@ -27,6 +27,7 @@ from qmpd.app import App
 from tests.conftest import Connect
 from tests.mirror.conftest import MiB, make_image
 from tests.mirror.procs import SyncClient
+from tests.qcow2.conftest import check_clean, img, raw_content
 from tests.support.daemons import RawClient, qmpd_kind, qsd_new_kind, running, why_missing
 from tests.support.transcript import Transcript
 
@@ -88,6 +89,27 @@ async def test_guest_write_of_a_client_that_hangs_up_reaches_the_mirror_target(
     for image in (src, dst):
         with image.open("rb") as f:
             assert f.read(4 * MiB) == b"\x5a" * (4 * MiB), image.name
+
+
+async def test_qcow2_write_of_a_client_that_hangs_up_lands_whole(
+    client: Transcript, connect: Connect, tmp_path: Path
+) -> None:
+    image = tmp_path / "disk.qcow2"
+    # Clusters big enough that their data goes through a worker thread.
+    img("create", "-f", "qcow2", "-o", "cluster_size=2M", str(image), str(SIZE))
+    assert await client.cmd("blockdev-add", driver="file", node_name="f", filename=str(image)) == {}
+    assert await client.cmd("blockdev-add", driver="qcow2", node_name="q", file="f") == {}
+    await hang_up_after(
+        connect,
+        request("qmp_capabilities"),
+        request("human-monitor-command", command_line='qemu-io q "write -P 0x5a 0 4M"'),
+        negotiate=False,
+    )
+    # Each waits for the write to end; closing writes qcow2's tables out.
+    assert await client.cmd("blockdev-del", node_name="q") == {}
+    assert await client.cmd("blockdev-del", node_name="f") == {}
+    assert raw_content(image, tmp_path)[: 4 * MiB] == b"\x5a" * (4 * MiB)
+    check_clean(image)
 
 
 async def test_mirror_of_a_client_that_hangs_up_before_the_reply_still_copies(
