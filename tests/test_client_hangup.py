@@ -55,6 +55,18 @@ async def hang_up_after(connect: Connect, *requests: bytes, negotiate: bool = Tr
     await gone.aclose()
 
 
+async def hang_up_mid_write(connect: Connect, target: str) -> None:
+    """A client that has HMP qemu-io write 4 MiB of 0x5a at 0 to ``target``
+    (``NAME`` or ``-d QDEV``) and hangs up: the reply to its negotiation is
+    queued, not read, and writing it fails while the write runs."""
+    await hang_up_after(
+        connect,
+        request("qmp_capabilities"),
+        request("human-monitor-command", command_line=f'qemu-io {target} "write -P 0x5a 0 4M"'),
+        negotiate=False,
+    )
+
+
 async def add_files(client: Transcript, tmp_path: Path, data: bool = False) -> tuple[Path, Path]:
     src = make_image(tmp_path / "src.img", SIZE, [(MiB, MiB, 0x11)] if data else [])
     dst = make_image(tmp_path / "dst.img", SIZE)
@@ -74,14 +86,8 @@ async def test_guest_write_of_a_client_that_hangs_up_reaches_the_mirror_target(
         copy_mode="write-blocking",
     ) == {}  # fmt: skip
     await client.until("BLOCK_JOB_READY")
-    # Negotiation's reply is queued, not read: writing it fails while the
-    # write runs (QEMU 11.1 writes to both images all the same).
-    await hang_up_after(
-        connect,
-        request("qmp_capabilities"),
-        request("human-monitor-command", command_line='qemu-io -d disk0 "write -P 0x5a 0 4M"'),
-        negotiate=False,
-    )
+    # QEMU 11.1 writes to both images all the same.
+    await hang_up_mid_write(connect, "-d disk0")
     # Commands run one at a time: this one waits for the write to end.
     assert await client.cmd("job-complete", id="m") == {}
     await client.until("JSC null")
@@ -99,12 +105,7 @@ async def test_qcow2_write_of_a_client_that_hangs_up_lands_whole(
     img("create", "-f", "qcow2", "-o", "cluster_size=2M", str(image), str(SIZE))
     assert await client.cmd("blockdev-add", driver="file", node_name="f", filename=str(image)) == {}
     assert await client.cmd("blockdev-add", driver="qcow2", node_name="q", file="f") == {}
-    await hang_up_after(
-        connect,
-        request("qmp_capabilities"),
-        request("human-monitor-command", command_line='qemu-io q "write -P 0x5a 0 4M"'),
-        negotiate=False,
-    )
+    await hang_up_mid_write(connect, "q")
     # Each waits for the write to end; closing writes qcow2's tables out.
     assert await client.cmd("blockdev-del", node_name="q") == {}
     assert await client.cmd("blockdev-del", node_name="f") == {}
