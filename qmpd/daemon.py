@@ -8,9 +8,10 @@ exit 0 only when clients can already connect.
 
 Sockets are created mode 0600 whatever the umask (they give full control of
 the daemon).  A socket file nobody answers on is stale and replaced; one
-another process answers on is refused.  SIGTERM, SIGINT and ``quit`` end the
-daemon cleanly: jobs are cancelled and every image is flushed and closed
-(:meth:`App.stop`), sockets and pidfile are removed and the exit status is 0.
+another process answers on is refused.  SIGTERM, SIGINT, SIGHUP (all three,
+as qemu-storage-daemon) and ``quit`` end the daemon cleanly: jobs are
+cancelled and every image is flushed and closed (:meth:`App.stop`), sockets
+and pidfile are removed and the exit status is 0.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger("qmpd")
 
 PROG = "qmpd"
 #: Signals that end the daemon cleanly (exit status 0).
-SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 #: Seconds the exit waits for quit's reply, then for clients to take the
 #: last events; only a client that stopped reading makes it wait that long.
 EXIT_GRACE = 5.0
@@ -147,7 +148,7 @@ def listening(config: Config) -> Iterator[list[BoundSocket]]:
 
 
 async def run(app: App, bound: Sequence[BoundSocket]) -> None:
-    """Serve every socket until ``quit`` or SIGTERM/SIGINT, then end as
+    """Serve every socket until ``quit`` or a shutdown signal, then end as
     QEMU does: jobs cancelled and images closed (App.stop), the events
     that caused written out, and only then the sockets closed."""
     with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:

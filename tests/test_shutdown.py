@@ -1,4 +1,4 @@
-"""Ending the daemon (``quit``, SIGTERM) closes the block graph as QEMU does.
+"""Ending the daemon (``quit``, a signal) closes the block graph as QEMU does.
 
 Against a real qmpd process: guest writes go on through a device and
 through HMP ``qemu-io`` on a node while a mirror runs, and the daemon is
@@ -189,7 +189,7 @@ def quit_transcript(kind: DaemonKind, tmp_path: Path, how: str, ready: bool) -> 
         if how == "quit":
             qmp.raw.send(b'{"execute": "quit"}')
         else:
-            daemon.proc.send_signal(signal.SIGTERM)
+            daemon.proc.send_signal(signal.Signals[how])
         try:
             while True:
                 qmp._read()
@@ -208,7 +208,7 @@ def _kinds() -> list[Any]:
 
 @pytest.mark.parametrize("kind", _kinds())
 @pytest.mark.parametrize("ready", [False, True], ids=["running", "ready"])
-@pytest.mark.parametrize("how", ["quit", "SIGTERM"])
+@pytest.mark.parametrize("how", ["quit", "SIGTERM", "SIGINT", "SIGHUP"])
 def test_stopping_cancels_jobs_as_qemu_does(
     tmp_path: Path, kind: DaemonKind, ready: bool, how: str
 ) -> None:
