@@ -160,13 +160,13 @@ class BlockGraph:
         reasons = self._blockers.get(node.name)
         return reasons[0] if reasons else None
 
-    def delete(self, name: str) -> None:
-        """``blockdev-del``: remove a monitor-owned node nobody uses.
+    def deletable(self, name: str) -> BlockNode:
+        """The node ``blockdev-del`` may remove: monitor-owned, nobody uses it.
 
         Raises GenericError with QEMU's text, checks in QEMU's order: no such
         node; attached to a user (``Node x is in use``); op blocker; not
         monitor-owned; still a child of another node (``Block device x is
-        in use``).  Inline children go with it; named children stay.
+        in use``).
         """
         node = self.find(name)
         if node.users:
@@ -178,7 +178,14 @@ class BlockGraph:
             raise GenericError(f"Node {name} is not owned by the monitor")
         if node.parents:
             raise GenericError(f"Block device {name} is in use")
-        self.release(node)
+        return node
+
+    def delete(self, name: str) -> None:
+        """Remove a :meth:`deletable` node at once, without flushing (tests
+        and paths without an event loop; ``blockdev-del`` flushes with
+        :meth:`arelease`).  Inline children go with it; named children stay.
+        Raises GenericError as :meth:`deletable`."""
+        self.release(self.deletable(name))
 
     def release(self, node: BlockNode) -> None:
         """Close ``node`` and drop its edges; implicit children without other
@@ -186,15 +193,32 @@ class BlockGraph:
         # The parent closes first: a format node may still write to its
         # children while closing (qcow2 clears its dirty bit).
         node.close()
+        for child in self._unlink(node):
+            self.release(child)
+
+    async def arelease(self, node: BlockNode) -> None:
+        """:meth:`release`, each node flushed before it closes as QEMU's
+        bdrv_close does (:meth:`BlockNode.aclose`).  The caller keeps
+        others from using the nodes meanwhile (the command lock).  Raises
+        nothing: a failed flush is logged and the node closed all the same."""
+        await node.aclose()
+        for child in self._unlink(node):
+            await self.arelease(child)
+
+    def _unlink(self, node: BlockNode) -> list[BlockNode]:
+        """Forget closed ``node`` and its edges; return its implicit children
+        left without parents or users, which go with it."""
+        orphans = []
         for role, child in list(node.children.items()):
             child.parents.remove((node, role))
             if not child.monitor_owned and not child.parents and not child.users:
-                self.release(child)
+                orphans.append(child)
             else:
                 child.refresh_perms()
         if self._nodes.get(node.name) is node:
             del self._nodes[node.name]
         self._reserved.discard(node.name)
+        return orphans
 
     def discard(self, node: BlockNode) -> None:
         """Forget ``node`` without touching its edges (undoing a failed build)."""

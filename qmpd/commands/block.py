@@ -24,8 +24,11 @@ def blockdev_add_cmd(ctx: CommandContext, **args: Any) -> None:
 
 
 @table.command("blockdev-del")
-def blockdev_del(ctx: CommandContext, node_name: str) -> None:
-    ctx.app.graph.delete(node_name)
+async def blockdev_del(ctx: CommandContext, node_name: str) -> None:
+    # QEMU's bdrv_close flushes each node before closing it and ignores a
+    # failure: the client gets {} and the node is gone either way.
+    graph = ctx.app.graph
+    await graph.arelease(graph.deletable(node_name))
 
 
 @table.command("query-named-block-nodes")

@@ -1,4 +1,5 @@
-"""Closing the graph: parents before children, flushed (BlockGraph.aclose_all)."""
+"""Closing nodes as QEMU does: flushed first, parents before children
+(BlockGraph.aclose_all at exit, BlockGraph.arelease for blockdev-del)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from qmpd.block import BlockGraph, BlockNode, blockdev_add
 from qmpd.block.file import FileNode
 from qmpd.block.qcow2.format import parse_header
+from tests.support.loopback import QMPPair
 
 from ..qcow2.conftest import create_image, open_qcow2
 
@@ -59,3 +61,66 @@ async def test_close_order_puts_every_parent_first(tmp_path: Path) -> None:
     assert isinstance(base, FileNode)
     await graph.aclose_all()
     assert base.closed
+
+
+async def _hmp_write(qmp: QMPPair, node: str) -> None:
+    out = await qmp.execute(
+        "human-monitor-command", {"command-line": f'qemu-io {node} "write -P 0x55 0 4k"'}
+    )
+    assert out.startswith("wrote 4096/4096"), out
+
+
+async def test_blockdev_del_syncs_a_file_node_before_closing_it(
+    qmp: QMPPair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU's bdrv_close flushes: what was written through a raw node is
+    on disk once blockdev-del has answered, not only in the page cache."""
+    path = tmp_path / "a.raw"
+    path.write_bytes(bytes(MiB))
+    seen: list[str] = []
+    real_sync, real_close = FileNode.sync, FileNode.close
+
+    def sync(self: FileNode) -> None:
+        seen.append("sync")
+        real_sync(self)
+
+    def close(self: FileNode) -> None:
+        seen.append("close")
+        real_close(self)
+
+    monkeypatch.setattr(FileNode, "sync", sync)
+    monkeypatch.setattr(FileNode, "close", close)
+    args = {"driver": "raw", "node-name": "r", "file": {"driver": "file", "filename": str(path)}}
+    assert await qmp.execute("blockdev-add", args) == {}
+    await _hmp_write(qmp, "r")
+    assert seen == []
+    assert await qmp.execute("blockdev-del", {"node-name": "r"}) == {}
+    # Synced (once per layer: the raw node's flush reaches the file, then
+    # the file's own close flushes it), and only then closed.
+    assert seen[-1] == "close"
+    assert "sync" in seen[:-1]
+    assert await qmp.execute("query-named-block-nodes") == []
+
+
+async def test_blockdev_del_succeeds_when_its_flush_fails(qmp: QMPPair, tmp_path: Path) -> None:
+    """QEMU 11.1 answers ``{}`` and removes the node even though the flush
+    made while closing fails (bdrv_close ignores it); the file is closed."""
+    path = tmp_path / "a.raw"
+    path.write_bytes(bytes(MiB))
+    rule = {"event": "write_aio", "iotype": "flush", "errno": 5}
+    args = {
+        "driver": "raw",
+        "node-name": "r",
+        "file": {
+            "driver": "blkdebug",
+            "node-name": "dbg",
+            "inject-error": [rule],
+            "image": {"driver": "file", "node-name": "f", "filename": str(path)},
+        },
+    }
+    assert await qmp.execute("blockdev-add", args) == {}
+    await _hmp_write(qmp, "r")
+    flush = await qmp.execute("human-monitor-command", {"command-line": 'qemu-io r "flush"'})
+    assert "flush failed: Input/output error" in flush
+    assert await qmp.execute("blockdev-del", {"node-name": "r"}) == {}
+    assert await qmp.execute("query-named-block-nodes") == []
