@@ -116,7 +116,6 @@ class GuestWriter(threading.Thread):
             self.client.close()
 
 
-
 @needs_qemu
 @pytest.mark.parametrize("job", ["none", "mirror", "ready-mirror"])
 @pytest.mark.parametrize("how", ["quit", "SIGTERM"])
