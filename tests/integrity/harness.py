@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -34,28 +33,22 @@ import pytest
 
 from tests.mirror.procs import SyncClient
 from tests.support.daemons import Daemon, qmpd_kind, running
+from tests.support.qemu_tools import new_tool, system_tool, why_system_missing
 
 KiB = 1 << 10
 MiB = 1 << 20
 
-_NEW = Path(__file__).resolve().parents[3] / "shared" / "tools" / "qemu-new"
-
-
 def _tool(name: str) -> str | None:
-    """QEMU 11.1's tool where it is set up (files must be under /tmp),
-    else Debian's."""
-    new = _NEW / name
-    if new.exists() and Path("/opt/qemu-new").exists():
-        return str(new)
-    return shutil.which(name)
+    """The reference QEMU's tool where it is set up (files must be under
+    /tmp), else Debian's."""
+    return new_tool(name) or system_tool(name)
 
 
 QEMU_IMG = _tool("qemu-img")
 QEMU_IO = _tool("qemu-io")
 needs_tools = pytest.mark.skipif(
     QEMU_IMG is None or QEMU_IO is None,
-    reason="qemu-img/qemu-io not installed (apt-get install qemu-utils, or QEMU 11.1 "
-    "via ../shared/tools/qemu-new/setup)",
+    reason=why_system_missing("qemu-img" if QEMU_IMG is None else "qemu-io"),
 )
 
 #: Soak mode (``scripts/soak``): many more examples and kills.

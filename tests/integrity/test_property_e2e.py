@@ -195,7 +195,7 @@ class DaemonMachine(RuleBasedStateMachine):
     def new_image(self, fmt: str, how: str, cluster: int) -> Image:
         image = Image(len(self.images), self.dir / f"i{len(self.images)}.{fmt}", fmt, Content(SIZE))
         self.images.append(image)
-        if how == "qemu-img":
+        if how == "outside":
             options = [f"cluster_size={cluster}"] if fmt == "qcow2" else []
             img_create(image.path, fmt, SIZE, *options)
             return image
@@ -299,7 +299,7 @@ class DaemonMachine(RuleBasedStateMachine):
                   and len(self.images) < MAX_IMAGES)  # fmt: skip
     @rule(
         fmt=st.sampled_from(["raw", "qcow2"]),
-        how=st.sampled_from(["qemu-img", "blockdev-create"]),
+        how=st.sampled_from(["outside", "blockdev-create"]),
         cluster=st.sampled_from([4 * KiB, 64 * KiB]),
         prefill=st.lists(st.tuples(ranges, st.sampled_from([0x22, 0x33])), max_size=2),
         rules=blkdebug_rules,
@@ -383,7 +383,7 @@ class DaemonMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         fmt=st.sampled_from(["raw", "qcow2"]),
-        how=st.sampled_from(["qemu-img", "blockdev-create", "old"]),
+        how=st.sampled_from(["outside", "blockdev-create", "old"]),
         copy_mode=st.sampled_from(["background", "write-blocking"]),
         target_is_zero=st.booleans(),
         granularity=st.sampled_from([None, 64 * KiB, 512 * KiB]),
@@ -396,7 +396,7 @@ class DaemonMachine(RuleBasedStateMachine):
             target = data.draw(st.sampled_from(old))
             target_is_zero = False  # it holds whatever it held
         else:
-            target = self.new_image(fmt, "qemu-img" if how == "old" else how, 64 * KiB)
+            target = self.new_image(fmt, "outside" if how == "old" else how, 64 * KiB)
         self.open(target, None)
         job = self.name("m")
         args: dict[str, Any] = {"job_id": job, "device": source.node, "target": target.node,
