@@ -13,13 +13,14 @@ from .extents import Extent, merge_extents
 from .file import FileNode
 from .graph import BlockGraph
 from .info import block_device_info, image_info, json_filename
-from .node import PERM_ALL, BlockIOError, BlockNode, CommonOptions, NodeUser, Perm
+from .node import BACKEND_KIND, PERM_ALL, BlockIOError, BlockNode, CommonOptions, NodeUser, Perm
 from .null import NullAioNode, NullNode
 from .options import DRIVERS, blockdev_add
 from .raw import RawNode
 from .zerostate import KnownZero, MakeZeroResult, ZeroState
 
 __all__ = [
+    "BACKEND_KIND",
     "DRIVERS",
     "PERM_ALL",
     "BlockGraph",

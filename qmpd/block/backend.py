@@ -10,10 +10,10 @@ request, so a job that swaps the root (a mirror's pivot, a filter put on
 top) calls :meth:`BlockBackend.replace_node` and every later write goes
 to the new node.
 
-Before a backend attaches, :func:`check_conflicts` applies QEMU's rule
-(block.c, ``bdrv_parent_perms_conflict``): for every ordered pair of users
-of a node, newest first, what one requires must be shared by the other.
-The first pair that fails gives QEMU's ``Permission conflict`` text.
+Attaching, changing permissions and moving go through the graph
+(:meth:`~.graph.BlockGraph.change_users`), which checks QEMU's rules on
+the node and everything below it (:meth:`~.node.BlockNode.check_perms`)
+before anything changes.
 
 :class:`DeviceSet` holds the guest devices ``device_add`` creates.  qmpd
 has no machine, so it models only what a management client can observe:
@@ -32,61 +32,13 @@ from typing import Any
 
 from ..errors import DeviceNotFound, GenericError
 from .graph import BlockGraph
-from .node import PERM_ALL, PERM_NAMES, BlockNode, NodeUser, Perm
-
-#: NodeUser.kind of every BlockBackend.
-BACKEND_KIND = "block-backend"
+from .node import BACKEND_KIND, BlockNode, NodeUser, Perm
 
 # What a guest disk asks of its node and lets others do (QEMU's
 # blkconf_apply_backend_options for a resizable, writable disk without
 # share-rw).
 DISK_PERM = Perm.CONSISTENT_READ | Perm.WRITE
 DISK_SHARED = Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED | Perm.RESIZE
-
-
-def perm_names(perm: int) -> str:
-    """QEMU's list of permission names, e.g. ``write, resize``."""
-    return ", ".join(name for bit, name in PERM_NAMES.items() if perm & bit)
-
-
-def user_description(user: NodeUser) -> str:
-    """How QEMU's permission errors name a user of a node."""
-    if user.kind == BACKEND_KIND:
-        return f"block device '{user.name}'" if user.name else "an unnamed block device"
-    return f"{user.kind} '{user.name}'"
-
-
-def check_conflicts(node: BlockNode, new: NodeUser) -> None:
-    """Refuse ``new`` on ``node`` if it and the node's parents and users
-    cannot agree on permissions.
-
-    Raises GenericError with QEMU's ``Permission conflict on node ...``.
-    Parent nodes are described as ``node 'name'`` using their child role;
-    users as :func:`user_description` with the role ``root``.
-    """
-    # (description, role, perm, shared), newest first as QEMU lists parents.
-    parties: list[tuple[str, str, int, int]] = [
-        (user_description(new), "root", new.perm, new.shared)
-    ]
-    for user in reversed(node.users):
-        parties.append((user_description(user), "root", user.perm, user.shared))
-    for parent, role in reversed(node.parents):
-        perm, shared = parent.child_perms(role)
-        parties.append((f"node '{parent.name}'", role, perm, shared))
-    if node.options.force_share:
-        return
-    for a_desc, a_role, _a_perm, a_shared in parties:
-        for b_desc, b_role, b_perm, _b_shared in parties:
-            if a_desc == b_desc and a_role == b_role:
-                continue
-            clash = b_perm & ~a_shared & PERM_ALL
-            if clash:
-                raise GenericError(
-                    f"Permission conflict on node '{node.name}': permissions "
-                    f"'{perm_names(clash)}' are both required by {b_desc} (uses node "
-                    f"'{node.name}' as '{b_role}' child) and unshared by {a_desc} "
-                    f"(uses node '{node.name}' as '{a_role}' child)."
-                )
 
 
 @dataclass(eq=False)
@@ -111,7 +63,6 @@ class BlockBackend:
         write permission on a read-only node, or another process's lock.
         """
         user = NodeUser(owner, BACKEND_KIND, perm, shared)
-        check_conflicts(node, user)
         graph.attach(node, user)
         return cls(name, node, user)
 
@@ -123,13 +74,7 @@ class BlockBackend:
         before writing).  Raises GenericError as :meth:`attach`; the
         backend keeps its old permissions then."""
         new = NodeUser(self.user.name, self.user.kind, perm, shared)
-        graph.detach(self.node, self.user)
-        try:
-            check_conflicts(self.node, new)
-            graph.attach(self.node, new)
-        except GenericError:
-            graph.attach(self.node, self.user)
-            raise
+        graph.change_users([(self.node, self.user, new)])
         self.user = new
 
     def replace_node(self, graph: BlockGraph, node: BlockNode) -> None:
@@ -138,8 +83,7 @@ class BlockBackend:
         Raises GenericError when ``node`` cannot grant the permissions;
         the backend stays where it was then.
         """
-        graph.attach(node, self.user)
-        graph.detach(self.node, self.user)
+        graph.change_users([(self.node, self.user, None), (node, None, self.user)])
         self.node = node
 
     # The I/O entry points: the current root node's, at the moment of use.
@@ -388,7 +332,4 @@ __all__ = [
     "Device",
     "DeviceModel",
     "DeviceSet",
-    "check_conflicts",
-    "perm_names",
-    "user_description",
 ]

@@ -506,17 +506,29 @@ class FileNode(BlockNode):
 
     # ------------------------------------------------------------ locking
 
+    def request_alignment(self) -> int:
+        return self.alignment.request if self.alignment is not None else 1
+
+    def others_may_write(self) -> bool:
+        # Without locks nothing keeps other processes out; with them, only
+        # what every party here refuses to share is refused to them.
+        return not self.use_lock or bool(self._applied_perms[1] & Perm.WRITE)
+
+    def _check_driver_perms(self, perm: int, shared: int) -> None:
+        # QEMU's raw_check_lock_bytes: every permission first, then every
+        # unshared one.  Our own open file's locks never count.
+        if not self.use_lock:
+            return
+        for bit in Perm:
+            index = bit.bit_length() - 1
+            if perm & bit and self._held_elsewhere(LOCK_SHARED_BASE + index):
+                raise GenericError(f'Failed to get "{PERM_NAMES[bit]}" lock')
+        for bit in Perm:
+            index = bit.bit_length() - 1
+            if not shared & bit and self._held_elsewhere(LOCK_PERM_BASE + index):
+                raise GenericError(f'Failed to get shared "{PERM_NAMES[bit]}" lock')
+
     def _apply_perms(self, perm: int, shared: int) -> None:
-        # QEMU's generic rule (block.c): writing without the right to resize
-        # must never need to pad past the end; QEMU counts the size in whole
-        # 512-byte sectors.
-        writes = perm & (Perm.WRITE | Perm.WRITE_UNCHANGED) and not perm & Perm.RESIZE
-        align = self.alignment.request if self.alignment is not None else 1
-        if writes and align_up(self._length, 512) % align:
-            raise GenericError(
-                "Cannot get 'write' permission without 'resize': "
-                "Image size is not a multiple of request alignment"
-            )
         if not self.use_lock:
             return
         want: set[int] = set()
@@ -525,13 +537,6 @@ class FileNode(BlockNode):
                 want.add(LOCK_PERM_BASE + bit.bit_length() - 1)
             if not shared & bit:
                 want.add(LOCK_SHARED_BASE + bit.bit_length() - 1)
-        # Check first: someone else must not hold what conflicts with us.
-        for bit in Perm:
-            index = bit.bit_length() - 1
-            if perm & bit and self._held_elsewhere(LOCK_SHARED_BASE + index):
-                raise GenericError(f'Failed to get "{PERM_NAMES[bit]}" lock')
-            if not shared & bit and self._held_elsewhere(LOCK_PERM_BASE + index):
-                raise GenericError(f'Failed to get shared "{PERM_NAMES[bit]}" lock')
         try:
             for byte in sorted(want - self._locked):
                 _flock(self.fd, F_OFD_SETLK, fcntl.F_RDLCK, byte)
@@ -541,6 +546,8 @@ class FileNode(BlockNode):
                 self._locked.discard(byte)
         except OSError as exc:
             raise GenericError(f"Failed to lock byte {byte}: {exc.strerror}") from None
+        # Another process may have taken a conflicting lock since the check.
+        self._check_driver_perms(perm, shared)
 
     def _held_elsewhere(self, byte: int) -> bool:
         # A write-lock probe conflicts with any other open file's read lock;

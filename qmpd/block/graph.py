@@ -4,10 +4,12 @@ Theory of operation.  Nodes enter the graph through :mod:`.options`
 (``blockdev-add``/``--blockdev``), which builds a node and its inline
 children and then :meth:`BlockGraph.insert`\\ s them.  The top node of
 each such call is *monitor-owned*; inline children are implicit and go away
-with their last parent.  Users outside the graph (device backends, jobs,
-exports) :meth:`~BlockGraph.attach` to a node with the permissions they
-need; while any is attached the node cannot be deleted.  Jobs may also
-:meth:`~BlockGraph.block` a node ("op blockers").
+with their last parent.  Users outside the graph (BlockBackends, jobs'
+own edges) :meth:`~BlockGraph.attach` to a node with the permissions they
+need, in one checked transaction (:meth:`~BlockGraph.change_users`, which
+checks the node and everything below it); while a BlockBackend is attached
+the node cannot be deleted.  Jobs may also :meth:`~BlockGraph.block` a
+node ("op blockers").
 
 Names follow QEMU (util/id.c ``id_wellformed``, block.c
 ``bdrv_assign_node_name``): a letter, then letters, digits, ``-``, ``.``
@@ -23,7 +25,7 @@ import re
 from collections.abc import Iterator
 
 from ..errors import GenericError
-from .node import BlockNode, NodeUser
+from .node import BACKEND_KIND, BlockNode, NodeUser, refresh_perms
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
 MAX_NAME_LEN = 31
@@ -127,21 +129,39 @@ class BlockGraph:
     def attach(self, node: BlockNode, user: NodeUser) -> None:
         """Let ``user`` use ``node`` with its permissions.
 
-        Raises GenericError when the permissions cannot be granted (read-only
+        Raises GenericError when the permissions cannot be granted on the
+        node or any node below it (a permission conflict, a read-only
         node, another process's lock); the graph is then unchanged.
         """
-        node.users.append(user)
-        try:
-            node.refresh_perms()
-        except GenericError:
-            node.users.remove(user)
-            node.refresh_perms()
-            raise
+        self.change_users([(node, None, user)])
 
     def detach(self, node: BlockNode, user: NodeUser) -> None:
         """Undo :meth:`attach`; relaxing permissions cannot fail."""
-        node.users.remove(user)
-        node.refresh_perms()
+        self.change_users([(node, user, None)])
+
+    def change_users(
+        self, changes: list[tuple[BlockNode, NodeUser | None, NodeUser | None]]
+    ) -> None:
+        """Make several user changes at once, as one transaction: each
+        ``(node, old, new)`` adds ``new`` (``old`` None), removes ``old``
+        (``new`` None) or puts ``new`` in ``old``'s place.
+
+        Every node concerned, and every node below them, is checked before
+        anything is applied.  Raises GenericError as :meth:`attach`; all
+        changes are undone then.
+        """
+        done: list[tuple[BlockNode, NodeUser | None, NodeUser | None]] = []
+        for node, old, new in changes:
+            _swap(node, old, new)
+            done.append((node, old, new))
+        roots = list({id(node): node for node, _, _ in changes}.values())
+        try:
+            refresh_perms(roots)
+        except GenericError:
+            for node, old, new in reversed(done):
+                _swap(node, new, old)
+            refresh_perms(roots)
+            raise
 
     def block(self, node: BlockNode, reason: str) -> None:
         """Forbid deleting ``node`` for ``reason`` (e.g. ``block device is in
@@ -169,7 +189,8 @@ class BlockGraph:
         in use``).
         """
         node = self.find(name)
-        if node.users:
+        # QEMU's bdrv_has_blk: a BlockBackend, not a job's own edge.
+        if any(user.kind == BACKEND_KIND for user in node.users):
             raise GenericError(f"Node {name} is in use")
         reasons = self._blockers.get(name)
         if reasons:
@@ -210,7 +231,7 @@ class BlockGraph:
         left without parents or users, which go with it."""
         orphans = []
         for role, child in list(node.children.items()):
-            child.parents.remove((node, role))
+            child.remove_parent(node, role)
             if not child.monitor_owned and not child.parents and not child.users:
                 orphans.append(child)
             else:
@@ -255,6 +276,15 @@ class BlockGraph:
         for node in self.close_order():
             node.close()
         self._nodes.clear()
+
+
+def _swap(node: BlockNode, old: NodeUser | None, new: NodeUser | None) -> None:
+    if old is None and new is not None:
+        node.add_user(new)
+    elif new is None and old is not None:
+        node.remove_user(old)
+    elif old is not None and new is not None:
+        node.replace_user(old, new)
 
 
 __all__ = ["MAX_NAME_LEN", "BlockGraph"]

@@ -24,11 +24,19 @@ may ever report ``zero=True`` for bytes that may read as non-zero (see
 :mod:`.extents`); every hook that changes content must leave later block
 status and :meth:`known_zero` answers true.
 
-Permissions follow QEMU's model in miniature: users (devices, jobs,
-exports: :class:`NodeUser`) and parents ask a node for permissions
-(:class:`Perm`) and say which they let others have; a node's cumulative
-pair is passed down to its children, and the file driver turns it into
-QEMU's byte-range locks so that qmpd and QEMU processes respect each other.
+Permissions follow QEMU's model: every edge into a node, a parent node's
+child edge or a user (a BlockBackend of a device, of qemu-io or of a job,
+or a job's own edge: :class:`NodeUser`), asks for permissions
+(:class:`Perm`) and says which it lets others have.  A parent node derives
+its child edges from what is asked of it (:meth:`BlockNode.child_perms`:
+passed through by filters, QEMU's storage and COW defaults for formats).
+Any change of edges is checked on the node it touches and on every node
+below (:func:`refresh_perms`): each pair of parties must agree (the first
+pair that does not gives QEMU's ``Permission conflict`` text), nothing may
+write a read-only node, and the file driver's byte-range locks (QEMU's)
+must not clash with another process's; only then is anything applied.  A
+write or resize reaching a node must be covered by a permission some party
+holds (:meth:`BlockNode.holds`).
 """
 
 from __future__ import annotations
@@ -92,18 +100,43 @@ class CommonOptions:
     active: bool = True
 
 
+#: NodeUser.kind of every BlockBackend (devices', qemu-io's, jobs' own).
+BACKEND_KIND = "block-backend"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeUser:
-    """Something outside the graph using a node: a device's backend, a job, an export.
+    """Something outside the graph using a node: a BlockBackend (a device's,
+    qemu-io's, a job's), or a job's own edge to a node it works on.
 
     ``perm`` is what it needs, ``shared`` what it lets others do meanwhile
-    (both :class:`Perm` bit sets).
+    (both :class:`Perm` bit sets).  ``kind`` is :data:`BACKEND_KIND` or a
+    job's ``<type> job``; ``role`` the edge's name (``root`` for a backend,
+    ``source``, ``target``, ``main node`` for a job's).
     """
 
     name: str
     kind: str
     perm: int = 0
     shared: int = PERM_ALL
+    role: str = "root"
+
+    def description(self) -> str:
+        """How QEMU's permission errors name this user."""
+        if self.kind == BACKEND_KIND:
+            return f"block device '{self.name}'" if self.name else "an unnamed block device"
+        return f"{self.kind} '{self.name}'"
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """One parent of a node as the permission check sees it: a node's
+    child edge or a user, with what it needs and what it shares."""
+
+    description: str
+    role: str
+    perm: int
+    shared: int
 
 
 class BlockNode:
@@ -117,6 +150,9 @@ class BlockNode:
     #: ``file``); it names the node before any other child.  The order of
     #: naming is the order query-named-block-nodes lists, newest first.
     named_after: ClassVar[tuple[str, ...]] = ()
+    #: Answers about content from tables kept in memory (a format driver's
+    #: metadata), which another process writing the image would falsify.
+    caches_content: ClassVar[bool] = False
 
     def __init__(self, name: str, options: CommonOptions) -> None:
         self.name = name
@@ -124,8 +160,9 @@ class BlockNode:
         #: May differ from options.read_only when auto-read-only fell back.
         self.read_only = options.read_only
         self.children: dict[str, BlockNode] = {}
-        self.parents: list[tuple[BlockNode, str]] = []
-        self.users: list[NodeUser] = []
+        #: Parent edges (node, role) and users, oldest first: one list,
+        #: because QEMU's permission errors name them in attach order.
+        self._incoming: list[tuple[BlockNode, str] | NodeUser] = []
         #: Created by blockdev-add/--blockdev itself (may be deleted there).
         self.monitor_owned = False
         #: Named ``#blockNNN`` by the graph.
@@ -161,8 +198,10 @@ class BlockNode:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise BlockIOError(errno.EIO)
 
-    def _check_writable(self) -> None:
-        if self.read_only:
+    def _check_writable(self, perm: int = Perm.WRITE | Perm.WRITE_UNCHANGED) -> None:
+        # QEMU asserts that a request reaching a node is covered by a
+        # permission some parent holds; qmpd refuses it instead.
+        if self.read_only or not self.holds(perm):
             raise BlockIOError(errno.EPERM)
 
     async def read(self, offset: int, length: int) -> bytes:
@@ -296,7 +335,7 @@ class BlockNode:
         Raises BlockIOError: EPERM on a read-only node, EINVAL for a negative
         size, ENOTSUP when the driver cannot resize.
         """
-        self._check_writable()
+        self._check_writable(Perm.RESIZE)
         if size < 0:
             raise BlockIOError(errno.EINVAL)
         self.changes += 1
@@ -323,7 +362,14 @@ class BlockNode:
 
     async def known_zero(self) -> ZeroState:
         """The two zero facts of :mod:`.zerostate`; costs at most a
-        block-status walk and a read of SCAN_LIMIT bytes."""
+        block-status walk and a read of SCAN_LIMIT bytes.
+
+        A driver that answers from what it cached (``caches_content``)
+        does not answer ``open`` while another process may write below it
+        (:meth:`others_may_write`): its cache may be stale by now.
+        """
+        if self.caches_content and self.others_may_write():
+            return ZeroState(self._create_zero(), UNKNOWN)
         return ZeroState(self._create_zero(), await self._open_zero())
 
     async def make_zero(self) -> MakeZeroResult:
@@ -412,43 +458,143 @@ class BlockNode:
         return await probe_all_zero(self)
 
     # ------------------------------------------------------------ permissions
+    #
+    # Edges are only changed here; permissions are then checked and applied
+    # by refresh_perms (or BlockGraph's attach/detach/replace, which undo
+    # the change when it cannot be granted).
+
+    @property
+    def parents(self) -> list[tuple[BlockNode, str]]:
+        """The nodes that have this one as a child, with the role, oldest first."""
+        return [p for p in self._incoming if isinstance(p, tuple)]
+
+    @property
+    def users(self) -> list[NodeUser]:
+        """The users attached to this node, oldest first."""
+        return [p for p in self._incoming if isinstance(p, NodeUser)]
+
+    def add_parent(self, parent: BlockNode, role: str) -> None:
+        self._incoming.append((parent, role))
+
+    def remove_parent(self, parent: BlockNode, role: str) -> None:
+        self._incoming.remove((parent, role))
+
+    def add_user(self, user: NodeUser) -> None:
+        self._incoming.append(user)
+
+    def remove_user(self, user: NodeUser) -> None:
+        # By identity: two users may be equal (two anonymous backends).
+        at = next(i for i, p in enumerate(self._incoming) if p is user)
+        del self._incoming[at]
+
+    def replace_user(self, old: NodeUser, new: NodeUser) -> None:
+        """Put ``new`` where ``old`` was (a backend changing its
+        permissions keeps its place, as QEMU's blk_set_perm)."""
+        at = next(i for i, p in enumerate(self._incoming) if p is old)
+        self._incoming[at] = new
+
+    def parties(self) -> list[Party]:
+        """Every parent edge and user with its permissions, newest first
+        (QEMU's parent list).  With ``force-share`` every parent node shares
+        all (QEMU's bdrv_child_perm); users share what they say."""
+        out = []
+        for entry in reversed(self._incoming):
+            if isinstance(entry, NodeUser):
+                out.append(Party(entry.description(), entry.role, entry.perm, entry.shared))
+                continue
+            parent, role = entry
+            perm, shared = parent.child_perms(role)
+            if self.options.force_share:
+                shared = PERM_ALL
+            out.append(Party(f"node '{parent.name}'", role, perm, shared))
+        return out
 
     def cumulative_perms(self) -> tuple[int, int]:
         """(perm, shared) this node must hold: the union of what its parents
         and users need, and the intersection of what they share."""
         perm, shared = 0, PERM_ALL
-        for parent, role in self.parents:
-            p, s = parent.child_perms(role)
-            perm |= p
-            shared &= s
-        for user in self.users:
-            perm |= user.perm
-            shared &= user.shared
-        if self.options.force_share:
-            shared = PERM_ALL
+        for party in self.parties():
+            perm |= party.perm
+            shared &= party.shared
         return perm, shared
 
     def child_perms(self, role: str) -> tuple[int, int]:
-        """What this node asks of its child in ``role``; default: pass through."""
+        """What this node asks of its child in ``role``, and shares.
+
+        Default: QEMU's for a filtered child, everything passes through.
+        Format drivers use :func:`storage_child_perms` and
+        :func:`cow_child_perms`.
+        """
         return self.cumulative_perms()
 
     def refresh_perms(self) -> None:
-        """Recompute and apply permissions here and below.
+        """Check, then apply, the permissions of this node and every node
+        below it (see :func:`refresh_perms`).  Raises GenericError."""
+        refresh_perms([self])
 
-        Raises GenericError (QEMU's texts) when a write permission is asked
-        of a read-only node or another process holds a conflicting lock; the
-        caller undoes the change that led here and calls this again.
+    def check_perms(self) -> tuple[int, int]:
+        """QEMU's checks of one node, in QEMU's order: every pair of
+        parties agrees; no write to a read-only node; no write without
+        resize on a size that is not a multiple of the request alignment;
+        the driver's own check (another process's locks).
+
+        Returns the cumulative (perm, shared).  Raises GenericError with
+        QEMU's texts (``Permission conflict on node ...``).
         """
+        parties = self.parties()
+        # QEMU's bdrv_parent_perms_conflict: for each party, newest first,
+        # everything any other party requires must be shared by it.
+        for a in parties:
+            for b in parties:
+                if a is b:
+                    continue
+                clash = b.perm & ~a.shared & PERM_ALL
+                if clash:
+                    raise GenericError(
+                        f"Permission conflict on node '{self.name}': permissions "
+                        f"'{perm_names(clash)}' are both required by {b.description} "
+                        f"(uses node '{self.name}' as '{b.role}' child) and unshared by "
+                        f"{a.description} (uses node '{self.name}' as '{a.role}' child)."
+                    )
         perm, shared = self.cumulative_perms()
-        if perm & (Perm.WRITE | Perm.RESIZE) and self.read_only:
+        writes = perm & (Perm.WRITE | Perm.WRITE_UNCHANGED)
+        if writes and self.read_only:
             raise GenericError("Block node is read-only")
-        if (perm, shared) != self._applied_perms:
-            self._apply_perms(perm, shared)
-            self._applied_perms = (perm, shared)
-        for child in self.children.values():
-            child.refresh_perms()
+        if writes and not perm & Perm.RESIZE and self.size % self.request_alignment():
+            raise GenericError(
+                "Cannot get 'write' permission without 'resize': "
+                "Image size is not a multiple of request alignment"
+            )
+        self._check_driver_perms(perm, shared)
+        return perm, shared
+
+    def holds(self, perm: int) -> bool:
+        """Whether some party holds one of the ``perm`` bits now.
+
+        Requests start at users (BlockBackends, jobs); a node with no user
+        anywhere above it is driven directly (a node built outside the
+        daemon, in a test) and is not checked.
+        """
+        return bool(self._applied_perms[0] & perm) or not self._used_from_above()
+
+    def _used_from_above(self) -> bool:
+        return bool(self.users) or any(p._used_from_above() for p, _ in self.parents)
+
+    def others_may_write(self) -> bool:
+        """Whether something qmpd does not see (another process) may change
+        what this node reads: true when a storage node below lets others
+        write.  Such a node must answer from the medium, not from cache."""
+        return any(child.others_may_write() for child in self.children.values())
+
+    def request_alignment(self) -> int:
+        return 1
+
+    def _check_driver_perms(self, perm: int, shared: int) -> None:
+        """The driver's check before ``_apply_perms`` (raises GenericError)."""
+        return None
 
     def _apply_perms(self, perm: int, shared: int) -> None:
+        """Make the driver hold ``perm`` and share ``shared`` (locks)."""
         return None
 
     # ------------------------------------------------------------ description
@@ -521,6 +667,79 @@ class BlockNode:
         self.closed = True
 
 
+def perm_names(perm: int) -> str:
+    """QEMU's list of permission names, e.g. ``write, resize``."""
+    return ", ".join(name for bit, name in PERM_NAMES.items() if perm & bit)
+
+
+def _below_first(roots: list[BlockNode]) -> list[BlockNode]:
+    """``roots`` and every node below them, each after all of its parents
+    that are in the set (QEMU's bdrv_topological_dfs)."""
+    order: list[BlockNode] = []
+    seen: set[int] = set()
+
+    def visit(node: BlockNode) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for child in node.children.values():
+            visit(child)
+        order.append(node)
+
+    for root in roots:
+        visit(root)
+    return order[::-1]
+
+
+def refresh_perms(roots: list[BlockNode]) -> None:
+    """Check every node from ``roots`` down (:meth:`BlockNode.check_perms`),
+    parents before children, and only then apply what changed.
+
+    Raises GenericError from the first node that refuses, before anything
+    is applied; a driver failing to apply (a lock that another process took
+    between check and apply) raises too, and the caller undoes its change
+    and refreshes again.
+    """
+    order = _below_first(roots)
+    wanted = [(node, node.check_perms()) for node in order]
+    for node, perms in wanted:
+        if perms != node._applied_perms:
+            node._apply_perms(*perms)
+            node._applied_perms = perms
+
+
+def storage_child_perms(
+    perm: int, shared: int, *, writable: bool, data: bool = True
+) -> tuple[int, int]:
+    """QEMU's bdrv_default_perms_for_storage: what a format node with
+    cumulative (``perm``, ``shared``) asks of the child holding its
+    metadata (and its data, unless ``data`` is false).
+
+    The child is always read consistently, written and resized when the
+    format node is writable (metadata may change without any guest write),
+    and nobody else may write or resize it: the format driver caches what
+    the metadata says.
+    """
+    perm |= Perm.CONSISTENT_READ
+    if writable:
+        perm |= Perm.WRITE | Perm.RESIZE
+    shared &= ~(Perm.WRITE | Perm.RESIZE)
+    if data:
+        if perm & Perm.WRITE_UNCHANGED:
+            perm |= Perm.WRITE
+        if perm & Perm.WRITE:
+            perm |= Perm.RESIZE
+    return perm & PERM_ALL, shared & PERM_ALL
+
+
+def cow_child_perms(perm: int, shared: int) -> tuple[int, int]:
+    """QEMU's bdrv_default_perms_for_cow: a backing child is only read
+    (consistently if the parent reads so), and may change under us only
+    if our own parents let others write."""
+    keep = Perm.WRITE | Perm.RESIZE if shared & Perm.WRITE else 0
+    return perm & Perm.CONSISTENT_READ, keep | Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED
+
+
 async def probe_all_zero(node: BlockNode) -> KnownZero:
     """QEMU 10.1's ``bdrv_co_is_all_zeroes`` idea: block status over the
     whole node; if what is not known zero is small (at most SCAN_LIMIT
@@ -540,12 +759,18 @@ async def probe_all_zero(node: BlockNode) -> KnownZero:
 
 
 __all__ = [
+    "BACKEND_KIND",
     "PERM_ALL",
     "PERM_NAMES",
     "BlockIOError",
     "BlockNode",
     "CommonOptions",
     "NodeUser",
+    "Party",
     "Perm",
+    "cow_child_perms",
+    "perm_names",
     "probe_all_zero",
+    "refresh_perms",
+    "storage_child_perms",
 ]

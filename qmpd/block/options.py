@@ -34,7 +34,7 @@ from .raw import RawNode
 _Builder = Callable[["_Build", str, CommonOptions, dict[str, Any]], BlockNode]
 
 # Options a child inherits unless it sets them (QEMU: bdrv_inherited_options).
-_INHERITED = ("read-only", "auto-read-only")
+_INHERITED = ("read-only", "auto-read-only", "force-share")
 _INHERITED_CACHE = ("direct", "no-flush")
 
 
@@ -114,7 +114,7 @@ class _Build:
             raise
         node.auto_named = auto
         for role, child in node.children.items():
-            child.parents.append((node, role))
+            child.add_parent(node, role)
         self._register(node, began)
         return node
 
@@ -141,7 +141,7 @@ class _Build:
         for node in reversed(self.created):
             for role, child in node.children.items():
                 if (node, role) in child.parents:
-                    child.parents.remove((node, role))
+                    child.remove_parent(node, role)
                     child.refresh_perms()
             node.close()
             self.graph.discard(node)

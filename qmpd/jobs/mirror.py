@@ -4,10 +4,12 @@ Theory of operation
 -------------------
 Set-up (:meth:`MirrorJob.setup`, synchronous, inside ``blockdev-mirror``):
 a :class:`~qmpd.block.mirror_top.MirrorTopNode` filter goes above the
-source and every guest disk on the source moves onto it; the job takes the
-target with WRITE, sharing only WRITE_UNCHANGED (QEMU's mirror target
-BlockBackend), so nobody else writes or deletes it; source, filter and
-target get the op blocker ``block device is in use by block job: mirror``.
+source and every guest disk on the source moves onto it; the job takes
+QEMU's permissions in one transaction (see :meth:`MirrorJob.setup`): the
+target with WRITE through its own BlockBackend, sharing only
+WRITE_UNCHANGED, so nobody else writes it, and neither source nor filter
+may be resized; source, filter and target get the op blocker ``block
+device is in use by block job: mirror``.
 
 The copy itself (bitmaps, operations in flight, guest writes, errors,
 ``x-zero-stats``) is :class:`~qmpd.jobs.mirror_copy.MirrorCopy`, which
@@ -24,9 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..block.backend import BACKEND_KIND, check_conflicts
 from ..block.mirror_top import MirrorTopNode
-from ..block.node import PERM_ALL, BlockNode, NodeUser, Perm
+from ..block.node import BACKEND_KIND, PERM_ALL, BlockNode, NodeUser, Perm
 from ..errors import GenericError
 from .job import JobFailed
 from .mirror_copy import MirrorCopy, MirrorOptions, ZeroStats
@@ -79,46 +80,83 @@ class MirrorJob(MirrorCopy):
         self.filter_name = filter_name
         self.filter: MirrorTopNode | None = None
         self._target_user: NodeUser | None = None
+        #: The job's own edges by role (QEMU's block_job_add_bdrv).
+        self._edges: dict[str, tuple[BlockNode, NodeUser]] = {}
         self._blocked: list[BlockNode] = []
 
     # -- set-up and tear-down (graph changes) --------------------------------
 
-    def setup(self) -> None:
-        """Insert the filter, take the target, block the nodes.
+    def _job_edge(self, role: str, perm: int, shared: int) -> NodeUser:
+        # A block job's own edge, as QEMU's block_job_add_bdrv: errors name
+        # it "mirror job 'id'".
+        return NodeUser(self.id, f"{self.job_type.value} job", int(perm), int(shared), role)
 
-        Raises GenericError (a permission conflict on the target, with
-        QEMU's text); the graph is unchanged then.
+    def setup(self) -> None:
+        """Insert the filter, take the job's permissions, block the nodes.
+
+        The job's parties, as QEMU's mirror has them: the filter (``main
+        node``) is read and may be written by others but never resized,
+        nor may the source (``source``): the job keeps sizes equal; the
+        target is held by the job's own anonymous BlockBackend, which
+        writes it and lets others do nothing but unchanged writes.
+
+        Raises GenericError (a permission conflict on any node concerned
+        or below it, with QEMU's text); the graph is unchanged then.
         """
         graph = self.graph
         name = self.filter_name if self.filter_name is not None else graph.auto_name()
-        # The job's own anonymous BlockBackend on the target, as QEMU's.
-        user = NodeUser("", BACKEND_KIND, int(Perm.WRITE), int(Perm.WRITE_UNCHANGED))
-        check_conflicts(self.target, user)
-        graph.attach(self.target, user)
-        self._target_user = user
         flt = MirrorTopNode(name, self.source, self, implicit=self.filter_name is None)
-        self.source.parents.append((flt, "backing"))
+        self.source.add_parent(flt, "backing")
         graph.insert(flt)
-        self.filter = flt
+        backends = self.devices.backends_on(self.source)
+        unchanged = Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED
+        edges = {
+            "main node": (flt, self._job_edge("main node", Perm.CONSISTENT_READ, unchanged)),
+            "source": (self.source, self._job_edge("source", 0, unchanged)),
+            "target": (self.target, self._job_edge("target", 0, PERM_ALL)),
+        }
+        target_user = NodeUser("", BACKEND_KIND, int(Perm.WRITE), int(Perm.WRITE_UNCHANGED))
+        changes: list[tuple[BlockNode, NodeUser | None, NodeUser | None]] = []
+        for backend in backends:
+            changes += [(self.source, backend.user, None), (flt, None, backend.user)]
+        changes += [
+            (flt, None, edges["main node"][1]),
+            (self.target, None, target_user),
+            (self.source, None, edges["source"][1]),
+            (self.target, None, edges["target"][1]),
+        ]
         try:
-            for backend in self.devices.backends_on(self.source):
-                backend.replace_node(graph, flt)
+            graph.change_users(changes)
         except GenericError:
-            self._remove_filter(self.source)
+            self.source.remove_parent(flt, "backing")
+            graph.discard(flt)
+            self.source.refresh_perms()
             raise
+        for backend in backends:
+            backend.node = flt
+        self.filter = flt
+        self._target_user = target_user
+        self._edges = edges
         for node in (self.source, flt, self.target):
             graph.block(node, BLOCKER)
             self._blocked.append(node)
+
+    def _drop_edge(self, role: str) -> None:
+        edge = self._edges.pop(role, None)
+        if edge is not None:
+            self.graph.detach(*edge)
 
     def _release_target(self) -> None:
         if self._target_user is not None:
             self.graph.detach(self.target, self._target_user)
             self._target_user = None
+        self._drop_edge("target")
 
     def _remove_filter(self, new_root: BlockNode) -> None:
         flt = self.filter
         if flt is None:
             return
+        self._drop_edge("main node")
         for backend in self.devices.backends_on(flt):
             backend.replace_node(self.graph, new_root)
         self.graph.release(flt)
@@ -135,6 +173,7 @@ class MirrorJob(MirrorCopy):
             # Moving back to the source cannot conflict with what the disks
             # had before; if the target refuses, fall back to the source.
             self._remove_filter(self.source)
+        self._drop_edge("source")
 
     def prepare(self) -> None:
         # Completion pivots; a soft cancel of a ready job only stops.
@@ -196,15 +235,12 @@ class MirrorJob(MirrorCopy):
 
     def graph_children(self) -> list[tuple[str, BlockNode, int, int]]:
         """The job's edges for x-debug-query-block-graph, in QEMU's list
-        order (QEMU prepends: target, source, then the filter), with the
-        permissions QEMU 11.1 shows."""
+        order (QEMU prepends: target, source, then the filter)."""
         out: list[tuple[str, BlockNode, int, int]] = []
-        if self._target_user is not None:
-            out.append(("target", self.target, 0, PERM_ALL))
-        if self.filter is not None:
-            unchanged = Perm.CONSISTENT_READ | Perm.WRITE | Perm.WRITE_UNCHANGED
-            out.append(("source", self.source, 0, int(unchanged)))
-            out.append(("main node", self.filter, int(Perm.CONSISTENT_READ), int(unchanged)))
+        for role in ("target", "source", "main node"):
+            if role in self._edges:
+                node, user = self._edges[role]
+                out.append((role, node, user.perm, user.shared))
         return out
 
     def dirty_bitmaps_info(self) -> list[dict[str, Any]]:

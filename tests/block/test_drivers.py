@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from qmpd.block import (
+    BACKEND_KIND,
     BlockGraph,
     BlockIOError,
     CommonOptions,
@@ -191,7 +192,7 @@ async def test_graph_delete_rules(image: Path) -> None:
         GenericError, match=re.escape(f"Node {inline.name} is not owned by the monitor")
     ):
         graph.delete(inline.name)
-    user = NodeUser("dev0", "device")
+    user = NodeUser("dev0", BACKEND_KIND)  # a BlockBackend (a job's own edge is not)
     graph.attach(graph.find("r"), user)
     with pytest.raises(GenericError, match=r"^Node r is in use$"):
         graph.delete("r")

@@ -18,7 +18,8 @@ import trio
 from trio.testing import MockClock
 
 from qmpd.app import App
-from qmpd.block import BlockIOError, CommonOptions, NullNode
+from qmpd.block import BACKEND_KIND, BlockIOError, CommonOptions, NodeUser, NullNode, Perm
+from qmpd.block.backend import DISK_PERM, DISK_SHARED
 from qmpd.block.extents import Extent
 from qmpd.block.zerostate import KnownZero
 from qmpd.jobs.mirror import MirrorJob
@@ -164,6 +165,8 @@ async def test_guest_writes_race_with_copies(
     job = await start(client, app, granularity=64 * KiB, copy_mode=copy_mode)
     flt = job.filter
     assert flt is not None
+    # The guests write through a BlockBackend holding WRITE, as a disk's.
+    app.graph.attach(flt, NodeUser("guest", BACKEND_KIND, DISK_PERM, DISK_SHARED | Perm.WRITE))
 
     async def guest(writes: int) -> None:
         for _ in range(writes):

@@ -256,7 +256,7 @@ async def test_block_status_walked_once(
         await trio.sleep(0.01)
     assert len(asked) == walked  # the first window came from the map
     # A write below the raw node, by its file node's name.
-    await app.graph.get("src-file").write(60 * MiB, b"\x77" * 4096)
+    assert "wrote 4096/4096" in await hmp(client, 'qemu-io src-file "write -P 0x77 60M 4k"')
     assert await client.cmd("block-job-set-speed", device="m", speed=0) == {}
     await client.until("BLOCK_JOB_READY")
     assert job._status_map is None

@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import GenericError
 from ...jobs import Job, JobFailed, JobType
 from ..graph import BlockGraph
-from ..node import PERM_ALL, BlockNode, NodeUser, Perm
+from ..node import BACKEND_KIND, PERM_ALL, BlockNode, NodeUser, Perm
 from .create import create_qcow2
 
 #: What QEMU's qcow2 create asks of the file node (a BlockBackend with
@@ -55,7 +55,8 @@ class Qcow2CreateJob(Job):
                 node, temporary = self._open_file()
             except GenericError as exc:
                 raise JobFailed(str(exc)) from None
-            user = NodeUser(f"create job {self.id}", "job", CREATE_PERM, PERM_ALL)
+            # QEMU's qcow2 create writes through an anonymous BlockBackend.
+            user = NodeUser("", BACKEND_KIND, CREATE_PERM, PERM_ALL)
             try:
                 self.graph.attach(node, user)
                 try:

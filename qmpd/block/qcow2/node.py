@@ -36,11 +36,12 @@ import errno
 import zlib
 from array import array
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import trio
 
 from ..extents import Extent
-from ..node import BlockIOError, BlockNode, CommonOptions, Perm
+from ..node import BlockIOError, BlockNode, CommonOptions, cow_child_perms, storage_child_perms
 from ..zerostate import UNKNOWN, KnownZero
 from . import refcount as rc
 from . import write
@@ -552,19 +553,17 @@ class Qcow2Node(Qcow2Info):
 
     # ------------------------------------------------------------ graph, info
 
+    #: L1/L2 tables, the header's flags and scans are kept in memory.
+    caches_content: ClassVar[bool] = True
+
     def child_perms(self, role: str) -> tuple[int, int]:
+        # QEMU's defaults: a COW child for the backing file, a storage
+        # child (metadata and data) for the file, which nobody else may
+        # write or resize even when this node is read-only.
         perm, shared = self.cumulative_perms()
         if role == "backing":
-            # QEMU's default for COW children: read, and let others write
-            # only if our own users do.
-            keep = Perm.WRITE | Perm.RESIZE if shared & Perm.WRITE else 0
-            return Perm.CONSISTENT_READ, keep | Perm.CONSISTENT_READ | Perm.WRITE_UNCHANGED
-        perm |= Perm.CONSISTENT_READ
-        if not self.read_only:
-            # Metadata may change even when no user writes.
-            perm |= Perm.WRITE | Perm.RESIZE
-            shared &= ~(Perm.WRITE | Perm.RESIZE)
-        return perm, shared | Perm.WRITE_UNCHANGED
+            return cow_child_perms(perm, shared)
+        return storage_child_perms(perm, shared, writable=not self.read_only)
 
     def close(self) -> None:
         if not self.closed:
