@@ -20,14 +20,15 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.daemons import QEMU_NEW
+from tests.support.daemons import wait_for_socket
+from tests.support.qemu_tools import new_tool, system_tool, why_new_missing, why_system_missing
 from tests.support.transcript import Transcript
 
 MiB = 1 << 20
-QEMU_IMG = shutil.which("qemu-img")
-QEMU_IO = shutil.which("qemu-io")
-needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
-needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason="qemu-io not installed")
+QEMU_IMG = system_tool("qemu-img")
+QEMU_IO = system_tool("qemu-io")
+needs_qemu_img = pytest.mark.skipif(QEMU_IMG is None, reason=why_system_missing("qemu-img"))
+needs_qemu_io = pytest.mark.skipif(QEMU_IO is None, reason=why_system_missing("qemu-io"))
 
 #: One step: (command, arguments, expected reply or None to accept any).
 Step = tuple[str, dict[str, Any], Any]
@@ -256,22 +257,14 @@ async def test_node_sharing_write_does_not_answer_zero_from_cache(
 # ------------------------------------------------------------ QEMU 11.1
 
 
-def _qemu_new(binary: str) -> Path | None:
-    wrapper = QEMU_NEW / binary
-    real = {"qsd": "qemu-storage-daemon", "qemu-system": "qemu-system-x86_64"}[binary]
-    if wrapper.exists() and Path(f"/opt/qemu-new/usr/bin/{real}").exists():
-        return wrapper
-    return None
-
-
 @contextmanager
 def qemu_new(binary: str, work: Path) -> Iterator[Any]:
     """A QEMU 11.1 daemon (``qsd`` or ``qemu-system``) and a client on it."""
     from tests.mirror.procs import SyncClient
 
-    path = _qemu_new(binary)
+    path = new_tool(binary)
     if path is None:
-        pytest.skip("QEMU 11.1 not set up (run ../shared/tools/qemu-new/setup as root)")
+        pytest.skip(why_new_missing(binary))
     sock = str(work / "qmp.sock")
     if binary == "qsd":
         argv = [str(path), "--chardev", f"socket,id=m,path={sock},server=on,wait=off",
@@ -281,9 +274,7 @@ def qemu_new(binary: str, work: Path) -> Iterator[Any]:
                 "-qtest", "null", "-qmp", f"unix:{sock},server=on,wait=off"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from tests.support.daemons import wait_for_socket
-
-        wait_for_socket(sock, proc)  # type: ignore[arg-type]
+        wait_for_socket(sock, proc)
         client = SyncClient(sock)
         try:
             yield client
@@ -320,7 +311,7 @@ def test_texts_match_qemu(script: str) -> None:
         with qemu_new(binary, work) as client:
             if script == "create":
                 if QEMU_IMG is None:
-                    pytest.skip("qemu-img not installed")
+                    pytest.skip(why_system_missing("qemu-img"))
                 play_sync(client, create_steps(work) + create_job_steps())
                 for _ in CREATE_ERRORS:
                     client.wait("JOB_STATUS_CHANGE", "concluded")
