@@ -45,7 +45,7 @@ import enum
 import errno
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from ..errors import GenericError
@@ -351,12 +351,18 @@ class BlockNode:
     async def block_status(self, offset: int, length: int) -> list[Extent]:
         """Extents tiling ``[offset, offset+length)`` exactly, neighbours merged.
 
+        A driver that answers from its cache (``caches_content``) claims
+        nothing zero while another process may write below it.
+
         Raises BlockIOError: EIO outside the node, or the driver's errno.
         """
         self._check_range(offset, length)
         if length == 0:
             return []
-        extents = merge_extents(await self._block_status(offset, length))
+        extents = await self._block_status(offset, length)
+        if self.caches_content and self.others_may_write():
+            extents = [replace(ext, zero=False) for ext in extents]
+        extents = merge_extents(extents)
         check_cover(extents, offset, offset + length)
         return extents
 

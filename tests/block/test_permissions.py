@@ -116,27 +116,35 @@ def target_writer_steps(devices: bool) -> list[Step]:
 
 def create_steps(work: Path) -> list[Step]:
     """Defect 5: blockdev-create may not format a node in use."""
-    image = work / "a.qcow2"
+    image, other = work / "a.qcow2", work / "b.qcow2"
     assert QEMU_IMG is not None
-    subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(image), "1M"], check=True)
+    for path in (image, other):
+        subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", str(path), "1M"], check=True)
+    read_only = {"driver": "qcow2", "node-name": "qr", "read-only": True,
+                 "file": {"driver": "file", "filename": str(other)}}  # fmt: skip
     return [
         ("blockdev-add", {"driver": "file", "node-name": "f", "filename": str(image)}, {}),
         ("blockdev-add", {"driver": "qcow2", "node-name": "q", "file": "f"}, {}),
         ("blockdev-add", {"driver": "raw", "node-name": "r", "file": "f"}, {}),
+        # Read-only, the format node still keeps everybody from writing.
+        ("blockdev-add", read_only, {}),
     ]
 
 
 CREATE_ERRORS = {
     "c1": conflict("f", "write, resize", UNNAMED, "node 'q' as file"),
     "c2": conflict("f", "write, resize", "node 'r' as file", "node 'q' as file"),
+    "c3": 'Failed to get "write" lock',
 }
 
 
-def create_job_steps() -> list[Step]:
+def create_job_steps(work: Path) -> list[Step]:
     steps: list[Step] = []
     for job, file in (("c1", "f"), ("c2", "r")):
         options = {"driver": "qcow2", "file": file, "size": MiB}
         steps.append(("blockdev-create", {"job-id": job, "options": options}, {}))
+    options = {"driver": "file", "filename": str(work / "b.qcow2"), "size": 0}
+    steps.append(("blockdev-create", {"job-id": "c3", "options": options}, {}))
     return steps
 
 
@@ -187,13 +195,13 @@ async def test_mirror_target_refuses_other_writers(client: Transcript, tmp_path:
 @needs_qemu_img
 async def test_blockdev_create_refuses_a_live_image(client: Transcript, tmp_path: Path) -> None:
     await play(client, create_steps(tmp_path))
-    before = (tmp_path / "a.qcow2").read_bytes()
-    await play(client, create_job_steps())
+    before = [(tmp_path / name).read_bytes() for name in ("a.qcow2", "b.qcow2")]
+    await play(client, create_job_steps(tmp_path))
     for job in CREATE_ERRORS:
         await concluded(client, job)
     jobs = {j["id"]: j for j in await client.cmd("query-jobs")}
     assert {job: jobs[job].get("error") for job in CREATE_ERRORS} == CREATE_ERRORS
-    assert (tmp_path / "a.qcow2").read_bytes() == before
+    assert [(tmp_path / name).read_bytes() for name in ("a.qcow2", "b.qcow2")] == before
     out = await client.cmd("human-monitor-command", command_line='qemu-io q "read -P 0 0 1M"')
     assert out.startswith("read 1048576/1048576 bytes"), out
 
@@ -252,6 +260,8 @@ async def test_node_sharing_write_does_not_answer_zero_from_cache(
     assert run.returncode == 0, run.stderr
     (state,) = await client.cmd("x-query-zero-state", node_name="q")
     assert state["open"]["value"] is False, state
+    extents = await client.cmd("x-blockdev-map", node_name="q")
+    assert not any(e["zero"] for e in extents), extents
 
 
 # ------------------------------------------------------------ QEMU 11.1
@@ -312,7 +322,7 @@ def test_texts_match_qemu(script: str) -> None:
             if script == "create":
                 if QEMU_IMG is None:
                     pytest.skip(why_system_missing("qemu-img"))
-                play_sync(client, create_steps(work) + create_job_steps())
+                play_sync(client, create_steps(work) + create_job_steps(work))
                 for _ in CREATE_ERRORS:
                     client.wait("JOB_STATUS_CHANGE", "concluded")
                 jobs = {j["id"]: j for j in client.execute("query-jobs")}
