@@ -540,7 +540,7 @@ _COMMANDS = (
         1,
         3,
         "[-m prealloc_mode] off -- truncates the current file at the given offset",
-        Perm.RESIZE,
+        Perm.WRITE | Perm.RESIZE,  # qemu-io's truncate asks for both
         alias="t",
     ),
     Command("length", cmd_length, 0, 0, "-- gets the length of the current file", alias="l"),

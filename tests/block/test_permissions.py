@@ -77,6 +77,11 @@ def resize_source_steps() -> list[Step]:
             'qemu-io srcf "truncate 64M"',
             conflict("srcf", "resize", UNNAMED, "node 'src' as file") + "\r\n",
         ),
+        # qemu-io's truncate asks for write too, which the target refuses.
+        hmp(
+            'qemu-io dstf "truncate 64M"',
+            conflict("dstf", "write, resize", UNNAMED, "node 'dst' as file") + "\r\n",
+        ),
     ]
 
 
