@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.mirror.procs import SyncClient
-from tests.support.daemons import Daemon, qmpd_kind, running
+from tests.support.daemons import Daemon, RawClient, qmpd_kind, running
 from tests.support.qemu_tools import new_tool, system_tool, why_system_missing
 
 KiB = 1 << 10
@@ -229,6 +229,20 @@ class Client(SyncClient):
         out = self.ok("human-monitor-command", command_line=f'qemu-io {flag}{target} "{command}"')
         return str(out).replace("\r\n", "\n")
 
+    def burst(self, *requests: tuple[str, dict[str, Any]]) -> list[Any]:
+        """Send the commands in one write (the daemon reads them together);
+        each one's return or error object, in order."""
+        data = b""
+        for n, (command, arguments) in enumerate(requests):
+            data += request(command, msg_id=f"burst-{n}", **arguments)
+        self.raw.send(data)
+        replies: dict[str, Any] = {}
+        while len(replies) < len(requests):
+            message = self._read()
+            if "event" not in message:
+                replies[message["id"]] = message.get("return", message.get("error"))
+        return [replies[f"burst-{n}"] for n in range(len(requests))]
+
     def job_event(self, job: str, *names: str) -> dict[str, Any]:
         """Take the first unread one of the events ``names`` for job ``job``
         (BLOCK_JOB_* name it ``device``, JOB_STATUS_CHANGE ``id``); other
@@ -256,6 +270,24 @@ class Client(SyncClient):
         (info,) = [j for j in self.ok("query-jobs") if j["id"] == job]
         self.ok("job-dismiss", id=job)
         return info.get("error")
+
+
+def request(command: str, *, msg_id: str | None = None, **arguments: Any) -> bytes:
+    """One QMP command as bytes (``_`` in argument names becomes ``-``)."""
+    message: dict[str, Any] = {"execute": command}
+    if arguments:
+        message["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
+    if msg_id is not None:
+        message["id"] = msg_id
+    return json.dumps(message).encode()
+
+
+def hang_up_after(socket_path: str, command: str, **arguments: Any) -> None:
+    """A second client that negotiates and sends ``command`` in one write,
+    then closes its socket without reading a reply."""
+    with RawClient(socket_path) as gone:
+        gone.greeting()
+        gone.send(request("qmp_capabilities") + request(command, **arguments))
 
 
 @dataclass
@@ -294,6 +326,11 @@ class Qmpd:
         """``quit``, and the exit status."""
         with contextlib.suppress(EOFError, OSError):  # it may hang up before the reply
             self.client.execute("quit")
+        return self.daemon.proc.wait(timeout=60)
+
+    def terminate(self) -> int:
+        """SIGTERM, and the exit status."""
+        os.kill(self.pid, signal.SIGTERM)
         return self.daemon.proc.wait(timeout=60)
 
     def close(self) -> None:
