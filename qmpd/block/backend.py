@@ -117,7 +117,9 @@ class DeviceModel:
     ``qom_type`` names the object holding the ``drive`` property in
     errors; ``backend_child`` is the QOM child that holds the backend
     (virtio); ``bus`` is the kind of bus it plugs into; ``provides`` the
-    kind of bus it creates (controllers).
+    kind of bus it creates (controllers); ``follows_read_only``: on a
+    read-only node the disk becomes read-only (QEMU's virtio-blk and
+    scsi-hd), instead of failing (ide-hd).
     """
 
     qom_type: str
@@ -125,11 +127,14 @@ class DeviceModel:
     has_drive: bool = True
     backend_child: str | None = None
     provides: str | None = None
+    follows_read_only: bool = False
 
 
 MODELS: dict[str, DeviceModel] = {
-    "virtio-blk-pci": DeviceModel("virtio-blk-device", "PCI", backend_child="virtio-backend"),
-    "scsi-hd": DeviceModel("scsi-hd", "SCSI"),
+    "virtio-blk-pci": DeviceModel(
+        "virtio-blk-device", "PCI", backend_child="virtio-backend", follows_read_only=True
+    ),
+    "scsi-hd": DeviceModel("scsi-hd", "SCSI", follows_read_only=True),
     "ide-hd": DeviceModel("ide-hd", "IDE"),
     "virtio-scsi-pci": DeviceModel("virtio-scsi-pci", "PCI", has_drive=False, provides="SCSI"),
 }
@@ -294,9 +299,14 @@ class DeviceSet:
             if node is None:
                 raise GenericError(f"Property '{model.qom_type}.drive' can't find value '{drive}'")
             shared = DISK_SHARED | (Perm.WRITE if share_rw is True else 0)
-            # A writable disk on a read-only node fails in graph.attach
-            # with QEMU's "Block node is read-only".
-            dev.backend = BlockBackend.attach(graph, node, dev.backend_path, DISK_PERM, shared)
+            # QEMU's blkconf_apply_backend_options: a read-only disk only
+            # reads; a writable one on a read-only node fails in
+            # graph.attach with QEMU's "Block node is read-only".
+            perm = DISK_PERM
+            if node.read_only and model.follows_read_only:
+                perm = Perm.CONSISTENT_READ
+            # Errors and the graph name it as QEMU does: by id, else QOM path.
+            dev.backend = BlockBackend.attach(graph, node, dev.qdev, perm, shared)
         self._devices.append(dev)
         return dev
 

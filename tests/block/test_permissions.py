@@ -317,7 +317,7 @@ def _work() -> Path:
     return work
 
 
-@pytest.mark.parametrize("script", ["resize-source", "target-writers", "create"])
+@pytest.mark.parametrize("script", ["resize-source", "target-writers", "create", "read-only-disks"])
 def test_texts_match_qemu(script: str) -> None:
     """The expected texts above are QEMU 11.1's."""
     work = _work()
@@ -333,6 +333,9 @@ def test_texts_match_qemu(script: str) -> None:
                 jobs = {j["id"]: j for j in client.execute("query-jobs")}
                 assert {job: jobs[job].get("error") for job in CREATE_ERRORS} == CREATE_ERRORS
                 return
+            if script == "read-only-disks":
+                play_sync(client, read_only_disk_steps())
+                return
             play_sync(client, mirror_setup(work))
             client.wait("BLOCK_JOB_READY")
             if script == "resize-source":
@@ -341,3 +344,28 @@ def test_texts_match_qemu(script: str) -> None:
                 play_sync(client, target_writer_steps(devices=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def read_only_disk_steps() -> list[Step]:
+    """virtio-blk and scsi-hd on a read-only node only read (ide-hd refuses
+    it: tests/devices); a disk with an id is named by it, a virtio one by
+    the QOM path of its backend holder."""
+    v1 = "block device '/machine/peripheral/v1/virtio-backend' as root"
+    v2 = {"driver": "virtio-blk-pci", "id": "v2", "drive": "n", "share-rw": True}
+    return [
+        ("blockdev-add", {"driver": "null-co", "node-name": "n", "read-only": True}, {}),
+        ("device_add", {"driver": "virtio-blk-pci", "id": "v1", "drive": "n"}, {}),
+        ("device_add", {"driver": "virtio-scsi-pci", "id": "scsi0"}, {}),
+        ("device_add", {"driver": "scsi-hd", "id": "s1", "drive": "n"}, {}),
+        ("device_add", v2, {}),
+        hmp(
+            'qemu-io -d /machine/peripheral/v1/virtio-backend "write 0 4k"',
+            conflict("n", "write", v1, "block device 's1' as root") + "\r\n",
+        ),
+    ]  # fmt: skip
+
+
+async def test_read_only_node_gives_read_only_disks(client: Transcript) -> None:
+    await play(client, read_only_disk_steps())
+    graph = await client.cmd("x-debug-query-block-graph")
+    assert {tuple(e["perm"]) for e in graph["edges"]} == {("consistent-read",)}
