@@ -186,6 +186,13 @@ def img_check(path: Path) -> dict[str, Any]:
     return report
 
 
+def img_dirty(path: Path) -> bool:
+    """Whether a qcow2 image's dirty bit is set (``qemu-img info``)."""
+    assert QEMU_IMG is not None
+    result = tool(QEMU_IMG, "info", "-U", "--output=json", "-f", "qcow2", str(path))
+    return bool(json.loads(result.stdout).get("dirty-flag"))
+
+
 def corrupted(report: dict[str, Any]) -> bool:
     """Corruptions or check errors (leaked clusters are allowed)."""
     return bool(report.get("corruptions", 0) or report.get("check-errors", 0))

@@ -53,6 +53,7 @@ from .harness import (
     image_bytes,
     img_check,
     img_create,
+    img_dirty,
     needs_tools,
     outside_io,
     qemu_data,
@@ -61,6 +62,11 @@ from .harness import (
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, needs_tools]
 
 SIZE = 16 * MiB
+#: Defects of issue 10 that main still has: the checks that find them wait
+#: (each use is marked XXX) until the fix lands.
+OPEN_DEFECTS = {
+    14,  # XXX defect 14 (issue 10): re-enable when fixed (a dirty qcow2 stays dirty)
+}
 #: Errors a client sees when the daemon dies under it.
 GONE = (EOFError, ConnectionError, OSError)
 
@@ -99,6 +105,8 @@ class Survivor:
     path: Path
     content: Content | None
     must_open: bool = True
+    #: The kill left the dirty bit set (qemu-img check said so).
+    dirty: bool = False
 
 
 class Killed(Exception):
@@ -176,6 +184,14 @@ class Round:
         self.client.ok("blockdev-del", node_name=node)
         self.client.ok("blockdev-del", node_name=file)
         self.tally.restarts_verified += 1
+        # A read-write open of a dirty image repairs it, as QEMU's does:
+        # once closed, it is clean (an image the kill left with the dirty
+        # bit clear may keep leaked clusters, in QEMU too).
+        if 14 not in OPEN_DEFECTS:  # XXX defect 14 (issue 10): re-enable when fixed
+            report = img_check(survivor.path)
+            assert not img_dirty(survivor.path), (survivor.path, "still dirty", report)
+            if survivor.dirty:
+                assert report.get("leaks", 0) == 0, (survivor.path, "not repaired", report)
 
     # ---------------------------------------------------------------- scenarios
 
@@ -183,8 +199,12 @@ class Round:
         """Writes and flushes through a device until killed; what the
         image must hold afterwards (known bytes: flushed and not touched
         since)."""
-        self.call("blockdev-add", driver="qcow2", node_name="disk",
-                  file={"driver": "file", "filename": str(image)})  # fmt: skip
+        # cache.no-flush drops only the final sync to disk: a flush still
+        # hands every acknowledged write and qcow2's tables to the OS, so
+        # a killed process (not a power cut) loses nothing flushed.
+        cache = {"no-flush": self.rng.random() < 0.3}
+        self.call("blockdev-add", driver="qcow2", node_name="disk", cache=cache,
+                  file={"driver": "file", "filename": str(image), "cache": cache})  # fmt: skip
         self.call("device_add", driver="virtio-blk-pci", id="vd", drive="disk")
         (qdev,) = [b["qdev"] for b in self.call("query-block")]
         durable = known.copy()
@@ -310,6 +330,7 @@ def judge(tally: Tally, survivor: Survivor, scratch: Path) -> None:
         tally.unfinished_creates += 1
         return
     tally.images_checked += 1
+    survivor.dirty = img_dirty(survivor.path)
     if corrupted(report):
         tally.corruptions += 1
     assert not corrupted(report), (survivor.path, report)
@@ -377,7 +398,7 @@ def test_sigkill_at_random_points() -> None:
                 # and what the next daemon must read.
                 disk_content = Content(SIZE)
                 disk_content.data[:] = image_bytes(disk, "qcow2", workdir)
-                survivor = Survivor(disk, disk_content)
+                survivor = Survivor(disk, disk_content, dirty=survivor.dirty)
             pending.append(survivor)
         # The last kill's images, opened once more.
         r = Round(rng, tally, workdir)
