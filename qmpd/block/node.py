@@ -571,7 +571,9 @@ class BlockNode:
                 "Cannot get 'write' permission without 'resize': "
                 "Image size is not a multiple of request alignment"
             )
-        self._check_driver_perms(perm, shared)
+        if (perm, shared) != self._applied_perms:
+            # Unchanged permissions are held already (locks included).
+            self._check_driver_perms(perm, shared)
         return perm, shared
 
     def holds(self, perm: int) -> bool:
