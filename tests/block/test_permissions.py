@@ -85,9 +85,11 @@ def resize_source_steps() -> list[Step]:
     ]
 
 
-def target_writer_steps(devices: bool) -> list[Step]:
-    """Defect 18: nobody but the job writes the mirror's target."""
-    steps = [
+def target_writer_steps() -> list[Step]:
+    """Defect 18: nobody but the job writes the mirror's target, whether
+    through it, below it, or through a second node on its file."""
+    vd = "block device '/machine/peripheral/vd/virtio-backend' as root"
+    return [
         hmp(
             'qemu-io dst "write 0 4k"',
             conflict("dst", "write", UNNAMED, UNNAMED) + "\r\n",
@@ -101,22 +103,17 @@ def target_writer_steps(devices: bool) -> list[Step]:
             'qemu-io dst2 "write 0 4k"',
             conflict("dstf", "write", "node 'dst2' as file", "node 'dst' as file") + "\r\n",
         ),
+        (
+            "device_add",
+            {"driver": "virtio-blk-pci", "id": "vd", "drive": "dst2"},
+            {"error": conflict("dstf", "write", "node 'dst' as file", "node 'dst2' as file")},
+        ),
+        (
+            "device_add",
+            {"driver": "virtio-blk-pci", "id": "vd", "drive": "dst"},
+            {"error": conflict("dst", "write", UNNAMED, vd)},
+        ),
     ]
-    if devices:
-        vd = "block device '/machine/peripheral/vd/virtio-backend' as root"
-        steps += [
-            (
-                "device_add",
-                {"driver": "virtio-blk-pci", "id": "vd", "drive": "dst2"},
-                {"error": conflict("dstf", "write", "node 'dst' as file", "node 'dst2' as file")},
-            ),
-            (
-                "device_add",
-                {"driver": "virtio-blk-pci", "id": "vd", "drive": "dst"},
-                {"error": conflict("dst", "write", UNNAMED, vd)},
-            ),
-        ]
-    return steps
 
 
 def create_steps(work: Path) -> list[Step]:
@@ -190,7 +187,7 @@ async def test_mirror_source_cannot_be_resized(client: Transcript, tmp_path: Pat
 async def test_mirror_target_refuses_other_writers(client: Transcript, tmp_path: Path) -> None:
     await play(client, mirror_setup(tmp_path))
     await until_ready(client)
-    await play(client, target_writer_steps(devices=True))
+    await play(client, target_writer_steps())
     # Nothing but the mirror reached the target: complete, then compare.
     await client.cmd("job-complete", id="j")
     await client.until("JSC null")
@@ -341,7 +338,7 @@ def test_texts_match_qemu(script: str) -> None:
             if script == "resize-source":
                 play_sync(client, resize_source_steps())
             else:
-                play_sync(client, target_writer_steps(devices=True))
+                play_sync(client, target_writer_steps())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
