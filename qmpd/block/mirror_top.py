@@ -12,6 +12,15 @@ guest's request completes (having first waited for, and then held off,
 every other request of the job on that range, as QEMU's active mirror
 does, so that source and target see overlapping writes in one order).
 
+Every guest request through the filter passes the job's
+:class:`~.drain.RequestGate`: when the job is about to leave its copy loop
+to pivot it drains the gate (the requests in flight complete and are
+mirrored, new ones wait), and the gate stays held until the guest's disks
+have moved.  Then the filter is *retired*: the requests it held, and any
+that still reach it, go to the node that replaced it (the target after a
+pivot, else the source), as QEMU's BlockBackend sends the requests it
+queued during a drain to its root of the moment.
+
 The filter shows in ``query-named-block-nodes`` with ``drv`` and image
 ``format`` ``mirror_top``, the child's filename, size and allocation, and
 the job's dirty bitmap as an unnamed ``dirty-bitmaps`` entry (QEMU 11.1
@@ -27,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from .drain import RequestGate
 from .extents import Extent
 from .node import BlockIOError, BlockNode, CommonOptions
 from .zerostate import KnownZero
@@ -66,49 +76,82 @@ class MirrorTopNode(BlockNode):
     is_filter: ClassVar[bool] = True
 
     def __init__(
-        self, name: str, source: BlockNode, tracker: WriteTracker, *, implicit: bool
+        self,
+        name: str,
+        source: BlockNode,
+        tracker: WriteTracker,
+        gate: RequestGate,
+        *,
+        implicit: bool,
     ) -> None:
         # discard=unmap so that unmapping requests reach the source, whose
         # own options then decide; no detect-zeroes of its own.
         super().__init__(name, CommonOptions(read_only=source.read_only, discard="unmap"))
         self.children["backing"] = source
         self.tracker = tracker
+        self.gate = gate
         self.implicit = implicit
         self.auto_named = implicit
+        #: Where requests go once the filter is retired (see :meth:`retire`).
+        self.successor: BlockNode | None = None
 
     @property
     def source(self) -> BlockNode:
         return self.children["backing"]
 
+    def retire(self, successor: BlockNode) -> None:
+        """The filter is out of the graph and ``successor`` took its place
+        under the guest's disks: requests held by the gate, and any that
+        still arrive, go there, past the job."""
+        self.successor = successor
+        self.gate.release()
+
     def _size(self) -> int:
         return self.source.size
 
+    # Each request: through the gate (it may wait for a pivot), then to the
+    # successor if the filter was retired meanwhile, else to the source by
+    # way of the job.
+
     async def _read(self, offset: int, length: int) -> bytes:
-        return await self.source.read(offset, length)
+        async with self.gate.request():
+            if self.successor is not None:
+                return await self.successor.read(offset, length)
+            return await self.source.read(offset, length)
 
     async def _write(self, offset: int, data: bytes) -> None:
-        await self.tracker.guest_write(
-            offset, len(data), data, partial(self.source.write, offset, data), unmap=False
-        )
+        async with self.gate.request():
+            if self.successor is not None:
+                return await self.successor.write(offset, data)
+            await self.tracker.guest_write(
+                offset, len(data), data, partial(self.source.write, offset, data), unmap=False
+            )
 
     async def _write_zeroes(self, offset: int, length: int, unmap: bool) -> str:
-        return await self.tracker.guest_write(
-            offset,
-            length,
-            None,
-            partial(self.source.write_zeroes, offset, length, unmap),
-            unmap=unmap,
-        )
+        async with self.gate.request():
+            if self.successor is not None:
+                return await self.successor.write_zeroes(offset, length, unmap)
+            return await self.tracker.guest_write(
+                offset,
+                length,
+                None,
+                partial(self.source.write_zeroes, offset, length, unmap),
+                unmap=unmap,
+            )
 
     async def _discard(self, offset: int, length: int) -> None:
-        # What a discarded range reads as is the driver's business: b""
-        # tells the job to copy it.
-        await self.tracker.guest_write(
-            offset, length, b"", partial(self.source.discard, offset, length), unmap=True
-        )
+        async with self.gate.request():
+            if self.successor is not None:
+                return await self.successor.discard(offset, length)
+            # What a discarded range reads as is the driver's business: b""
+            # tells the job to copy it.
+            await self.tracker.guest_write(
+                offset, length, b"", partial(self.source.discard, offset, length), unmap=True
+            )
 
     async def _flush(self) -> None:
-        await self.source.flush()
+        async with self.gate.request():
+            await (self.successor or self.source).flush()
 
     async def _truncate(self, size: int) -> None:
         # The job does not share RESIZE on its source (QEMU: the mirror

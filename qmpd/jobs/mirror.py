@@ -16,10 +16,13 @@ The copy itself (bitmaps, operations in flight, guest writes, errors,
 this job extends.
 
 Once ready, completion (``job-complete``, or a soft cancel of a ready
-job) leaves the copy loop when clean; ``prepare`` then pivots (completion
-only): the job lets go of the target and every guest disk on the filter
-moves onto the target.  ``clean`` removes the filter (disks back on the
-source unless pivoted).
+job) leaves the copy loop when clean, with the guest's requests drained
+and held at the filter (QEMU keeps the source drained from there to the
+switch, also while the job waits in ``pending``); ``prepare`` then pivots
+(completion only): the job lets go of the target and every guest disk on
+the filter moves onto the target.  ``clean`` removes the filter (disks
+back on the source unless pivoted) and retires it, which lets the held
+requests go on to the disks' new root: after a pivot, the target.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class MirrorJob(MirrorCopy):
         """
         graph = self.graph
         name = self.filter_name if self.filter_name is not None else graph.auto_name()
-        flt = MirrorTopNode(name, self.source, self, implicit=self.filter_name is None)
+        flt = MirrorTopNode(name, self.source, self, self.guests, implicit=self.filter_name is None)
         self.source.add_parent(flt, "backing")
         graph.insert(flt)
         backends = self.devices.backends_on(self.source)
@@ -161,6 +164,9 @@ class MirrorJob(MirrorCopy):
             backend.replace_node(self.graph, new_root)
         self.graph.release(flt)
         self.filter = None
+        # Only now may the guest's requests held since the copy loop left
+        # in sync go on: to the disks' new root.
+        flt.retire(new_root)
 
     def _teardown(self) -> None:
         for node in self._blocked:

@@ -105,6 +105,7 @@ from typing import TypeVar
 import trio
 
 from ..block.dirty import ChunkBitmap
+from ..block.drain import RequestGate
 from ..block.extents import Extent
 from ..block.node import BlockIOError, BlockNode
 from .blockjob import BlockdevOnError, BlockErrorAction, BlockJob
@@ -229,6 +230,8 @@ class MirrorCopy(BlockJob):
         self._fatal: str | None = None
         #: The guest's disks moved to the target: no more write-through.
         self._pivoted = False
+        #: The guest's requests through the filter (see :meth:`_leave_in_sync`).
+        self.guests = RequestGate()
         self._replied = False
         #: The source's block status from the start of the copy, reused for
         #: windows while the source's change_count() is still
@@ -299,13 +302,12 @@ class MirrorCopy(BlockJob):
 
     def _may_write_through(self) -> bool:
         """Whether guest writes are written to the target as they happen:
-        in write-blocking mode once the bitmaps are set up, and in every
-        mode once the copy loop is over but the filter still there
-        (pending, or finalizing: QEMU keeps the source drained until the
-        pivot; writing through keeps the target in sync instead)."""
+        in write-blocking mode once the bitmaps are set up.  (Once the copy
+        loop has left in sync no guest write reaches the job: the gate
+        holds them until the pivot.)"""
         if not self._initialized or self._pivoted:
             return False
-        return bool(self.deferred) or self.copy_mode == "write-blocking"
+        return self.copy_mode == "write-blocking"
 
     async def _active_write(self, offset: int, length: int, data: bytes | None) -> None:
         if data is None:
@@ -391,20 +393,48 @@ class MirrorCopy(BlockJob):
                 await self._op_done.wait()
                 continue
             cursor = 0
-            if not self.is_ready or self.should_complete or self.cancel_requested:
+            if self.is_ready and (self.should_complete or self.cancel_requested):
+                if await self._leave_in_sync():
+                    return
+                continue
+            if not self.is_ready:
                 # In sync: make it durable before saying so (QEMU flushes
-                # the target before ready and before completing).
+                # the target before ready).
                 if not await self._flush_target():
                     await self.throttle()
                     continue
                 if self.dirty.count():
                     continue
                 self.actively_synced = self.copy_mode == "write-blocking"
-                if not self.is_ready:
-                    self.transition_to_ready()
-                    continue
-                return
+                self.transition_to_ready()
+                continue
             await self.yield_()
+
+    async def _leave_in_sync(self) -> bool:
+        """The last step of a ready job asked to stop: drain the guest's
+        requests, check nothing is left to copy, flush the target.
+
+        True: in sync, and the gate stays held, so no guest request runs
+        until the filter is retired (after the pivot, or without one);
+        the job's tear-down must retire it on every path.  False: a guest
+        request in flight left work (or an error, or a failed flush whose
+        policy retries); the gate is released and the loop goes on.
+        Raises JobFailed (gate held) when the flush fails with ``report``.
+        QEMU's mirror_run: drained_begin, dirty count, mirror_flush.
+        """
+        await self.guests.drain()
+        # Requests that were in flight re-dirtied what they wrote (or wrote
+        # it through, or failed doing so); a forced cancel may have come
+        # meanwhile: the loop deals with each.
+        if self.dirty.count() or self._failed or self._fatal is not None or self.is_cancelled:
+            self.guests.release()
+            return False
+        if not await self._flush_target():
+            self.guests.release()
+            await self.throttle()
+            return False
+        self.actively_synced = self.copy_mode == "write-blocking"
+        return True
 
     # -- operations in flight -------------------------------------------------------
 

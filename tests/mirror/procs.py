@@ -27,7 +27,8 @@ class SyncClient:
     def close(self) -> None:
         self.raw.close()
 
-    def _read(self) -> dict[str, Any]:
+    def read(self) -> dict[str, Any]:
+        """The next message; events are kept for :meth:`wait` too."""
         message: dict[str, Any] = json.loads(self.raw.readline())
         if "event" in message:
             self.events.append(message)
@@ -46,7 +47,7 @@ class SyncClient:
             request["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
         self.raw.send(json.dumps(request).encode())
         while True:
-            message = self._read()
+            message = self.read()
             if "event" not in message:
                 return message.get("return", message.get("error"))
 
@@ -65,7 +66,7 @@ class SyncClient:
                 self._cursor += 1
                 if matches(message):
                     return message
-            self._read()
+            self.read()
 
     def event_log(self) -> list[str]:
         """The events only, in order."""
