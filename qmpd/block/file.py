@@ -228,6 +228,11 @@ class FileNode(BlockNode):
     def _size(self) -> int:
         return self._length
 
+    def refresh_length(self) -> None:
+        """Take the host file's length again after qmpd itself grew it
+        outside a request (qcow2's repair at open, which has no event loop)."""
+        self._length = os.lseek(self.fd, 0, os.SEEK_END)
+
     def _inline(self, length: int) -> bool:
         return length <= INLINE_MAX and not self.options.cache_direct
 

@@ -95,7 +95,8 @@ async def test_write_behind_links_the_tables_written_before_its_sync(
     graph: BlockGraph, tmp_path: Path
 ) -> None:
     path = tmp_path / "a.qcow2"
-    await create_image(path, size=16 * MiB, cluster_size=CS)
+    # Lazy refcounts: the only images the dirty bit is set on.
+    await create_image(path, size=16 * MiB, cluster_size=CS, lazy_refcounts=True)
     node: Any = open_qcow2(graph, path)
     await node.write(3 * MiB, b"\x01" * 5000)
     await node.write(9 * MiB, b"\x02" * 5000)
@@ -145,7 +146,8 @@ async def test_data_is_written_outside_the_lock_and_same_clusters_wait(
     graph: BlockGraph, tmp_path: Path
 ) -> None:
     path = tmp_path / "a.qcow2"
-    await create_image(path, size=16 * MiB)  # 64 KiB clusters
+    # 64 KiB clusters; lazy refcounts, so that the dirty bit is used.
+    await create_image(path, size=16 * MiB, lazy_refcounts=True)
     node: Any = open_qcow2(graph, path)
     # First the dirty bit and the L2 table: what follows runs no thread
     # until the gate opens, so "all tasks blocked" means what it says.

@@ -13,17 +13,21 @@ the same way; only their metadata is serialized).  Metadata is written
 through (:mod:`.tables`, :mod:`.refcount`), except the L1 entry of a new
 L2 table, which waits for a sync (below).
 
-Crash safety.  Before the first metadata change after a flush the node sets
-the dirty bit (incompatible bit 0) and flushes; ``flush`` makes everything
-durable and clears it again (unless a write is in flight), and so does a
-clean close.  An image found dirty is read normally; opened read-write it
-has its refcounts rebuilt from the L1/L2 tables before the first change
-(QEMU repairs the same way).  A new L2 table's L1 entry is written after
-a sync has made the table durable: by the next flush, ``write_behind`` or
-close (see :mod:`.tables`).
-Version 2 images have no dirty bit: refcounts are raised before a cluster
-is linked and lowered after it is unlinked, so a killed process leaves
-leaks at worst.
+Crash safety, as QEMU's.  Metadata is ordered: a cluster's refcount is
+raised before any L2 or L1 entry points at it, and lowered only after the
+entry that used it is rewritten, so a killed process leaves leaked
+clusters at worst, and the image needs no dirty bit.  Only with lazy
+refcounts (QEMU's ``lazy_refcounts``) does the node set the dirty bit
+(incompatible bit 0) durably before the first metadata change after a
+flush; ``flush`` clears it again (unless a write is in flight), and so
+does a clean close.  An image found dirty is read normally, and repaired
+when opened read-write (:mod:`.repair`, as QEMU does at open).  A new L2
+table's L1 entry is written after a sync has made the table durable: by
+the next flush, ``write_behind`` or close (see :mod:`.tables`).  A power
+loss may reorder the writes between two syncs: within a flush interval
+qmpd's write-through tables rely on the kernel writing them back in
+order, where QEMU's write-back caches sync refcounts before the L2
+tables that depend on them.
 
 Not supported (refused with a clear error): encryption, external data
 files, extended L2 entries, zstd compression, writing to images with
@@ -91,6 +95,7 @@ class Qcow2Node(Qcow2Info):
         reftable: list[int],
         backing: BlockNode | None,
         backing_default: bool,
+        lazy_refcounts: bool = False,
     ) -> None:
         super().__init__(name, options)
         self.children["file"] = file
@@ -106,8 +111,9 @@ class Qcow2Node(Qcow2Info):
         self._lock = trio.Lock()
         #: Data writes past their planning (see _write).
         self._in_flight: list[_Span] = []
+        #: QEMU's use_lazy_refcounts: the only case that sets the dirty bit.
+        self.lazy_refcounts = lazy_refcounts and header.version >= 3
         self._dirty_on_disk = header.dirty
-        self._needs_repair = header.dirty and header.version >= 3
         self._autoclear_done = False
         self._scan = ScanCache()
         self._inflated: tuple[int, bytes] | None = None
@@ -242,11 +248,10 @@ class Qcow2Node(Qcow2Info):
         self._autoclear_done = True
 
     async def begin_meta(self) -> None:
-        """Call before changing metadata: repair a crashed image, set the
-        dirty bit durably."""
-        if self._needs_repair:
-            await self._repair()
-        if self.header.version < 3 or self._dirty_on_disk:
+        """Call before changing metadata: with lazy refcounts, set the dirty
+        bit durably (QEMU's qcow2_mark_dirty); without, nothing is needed
+        (see the module docstring)."""
+        if not self.lazy_refcounts or self._dirty_on_disk:
             return
         await self._write_header(
             self.header.with_(incompatible=self.header.incompatible | INCOMPAT_DIRTY), durable=True
@@ -261,22 +266,6 @@ class Qcow2Node(Qcow2Info):
                 self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO),
                 durable=True,
             )
-
-    async def _repair(self) -> None:
-        """Rebuild the refcounts of an image left dirty (see the module docstring)."""
-        from .repair import used_clusters
-
-        self._needs_repair = False
-        counts = await used_clusters(self)
-        offset, clusters = await rc.rebuild(
-            self.store, self.header.cluster_bits, self.header.refcount_order, counts
-        )
-        table = rc.Refcounts.parse_table(
-            await self.store.read(offset, clusters * self.cluster_size)
-        )
-        await self._reftable_moved(offset, clusters)
-        await self.store.flush()
-        self.refcounts = self._make_refcounts(offset, clusters, table)
 
     # ------------------------------------------------------------ writes (see .write)
 
@@ -372,7 +361,7 @@ class Qcow2Node(Qcow2Info):
             await self.store.flush()
             # Not while a write is in flight: clusters it allocated are not
             # linked yet (a crash now would leave them leaked).
-            if self._dirty_on_disk and not self._needs_repair and not self._in_flight:
+            if self._dirty_on_disk and not self.read_only and not self._in_flight:
                 await self._write_header(
                     self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
                 )
@@ -579,7 +568,7 @@ class Qcow2Node(Qcow2Info):
             if not pwrite_and_sync_now(self.file, offset, data, sync_first=True):
                 return
         self.tables.pending.clear()
-        if self._dirty_on_disk and not self._needs_repair:
+        if self._dirty_on_disk and not self.read_only:
             clean = self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
             if pwrite_and_sync_now(self.file, 0, encode_header(clean), sync_first=True):
                 self.header = clean

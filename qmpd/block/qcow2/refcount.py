@@ -10,10 +10,10 @@ cluster shared by compressed clusters counts once per user.
 Changes are written through: every update writes the bytes of its entry at
 once, so nothing is lost when the process dies, and the cached blocks and
 table take a change only after the file did (a failed write leaves memory
-as the file is).  The image's dirty bit
-(set by the node before the first metadata change) covers the order in
-which the kernel may put those writes on disk; on the next read-write open
-:func:`rebuild` recomputes every refcount from the L1/L2 tables.
+as the file is).  The node writes a cluster's refcount before anything
+points at it and drops it after nothing does, so a killed process leaves
+leaks at worst.  An image left dirty (lazy refcounts) has its refcounts
+recomputed at the next read-write open: :func:`plan_rebuild`.
 
 Allocation takes the first run of free clusters at or after a low-water
 mark (freed clusters lower it), as QEMU does; the search runs over whole
@@ -360,26 +360,26 @@ def _trailing_free(buf: bytes | bytearray, width: int) -> int:
     return (len(buf) - len(bytes(buf).rstrip(b"\0"))) // width
 
 
-async def rebuild(
-    store: Storage,
+def plan_rebuild(
+    file_size: int,
     cluster_bits: int,
     order: int,
     counts: dict[int, int],
-) -> tuple[int, int]:
-    """Write a fresh refcount structure for ``counts`` (cluster -> refcount,
-    everything the image references) after the last used cluster.
-
-    Returns (table offset, table clusters); the caller points the header
-    at them.  The old structure's clusters become free.  Raises
-    BlockIOError(EIO) when a count does not fit ``order``.
-    """
+) -> tuple[int, int, list[tuple[int, bytes]]]:
+    """A fresh refcount structure for ``counts`` (cluster -> refcount,
+    everything the image references), placed after the last used cluster
+    and the end of the file: (table offset, table clusters, the writes
+    that store it).  Nothing is written; the caller writes, syncs, then
+    points the header at the table, and the old structure's clusters
+    become free.  Raises BlockIOError(EIO) when a count does not fit
+    ``order``."""
     cluster_size = 1 << cluster_bits
     per_block = (cluster_size * 8) >> order
     max_value = (1 << (1 << order)) - 1
     if any(v > max_value for v in counts.values()):
         raise BlockIOError(errno.EIO, "qcow2: a refcount does not fit refcount-bits")
     end = max(counts, default=0) + 1
-    end = max(end, -(-store.size // cluster_size))
+    end = max(end, -(-file_size // cluster_size))
     blocks = table_clusters = 1
     while True:
         total = end + table_clusters + blocks
@@ -396,16 +396,16 @@ async def rebuild(
     by_block: dict[int, list[tuple[int, int]]] = {}
     for cluster, value in counts.items():
         by_block.setdefault(cluster // per_block, []).append((cluster % per_block, value))
+    writes: list[tuple[int, bytes]] = []
     for i in range(blocks):
         block_offset = (end + table_clusters + i) << cluster_bits
         table[i] = block_offset
         buf = bytearray(cluster_size)
         for index, value in by_block.get(i, []):
             set_entry(buf, index, order, value)
-        await store.write(block_offset, buf)
-    await store.write(table_offset, struct.pack(f">{len(table)}Q", *table))
-    await store.flush()
-    return table_offset, table_clusters
+        writes.append((block_offset, bytes(buf)))
+    writes.append((table_offset, struct.pack(f">{len(table)}Q", *table)))
+    return table_offset, table_clusters, writes
 
 
-__all__ = ["BLOCK_CACHE", "Refcounts", "get_entry", "rebuild", "set_entry"]
+__all__ = ["BLOCK_CACHE", "Refcounts", "get_entry", "plan_rebuild", "set_entry"]

@@ -99,6 +99,18 @@ def _host_file(node: BlockNode) -> tuple[FileNode, int]:
     return node, base
 
 
+def _growable(node: BlockNode) -> bool:
+    """Whether ``node``'s end follows its host file's (no fixed-size window)."""
+    while isinstance(node, RawNode) or getattr(type(node), "is_filter", False):
+        if isinstance(node, RawNode):
+            if node.fixed_size is not None:
+                return False
+            node = node.file
+        else:
+            (node,) = node.children.values()
+    return True
+
+
 def check_sync_capable(node: BlockNode) -> None:
     """Raise GenericError unless :func:`pread_now` can serve ``node``."""
     _host_file(node)
@@ -120,7 +132,10 @@ def _pread_host(host: FileNode, offset: int, length: int) -> bytes:
 
 def _pwrite_host(host: FileNode, offset: int, data: bytes) -> None:
     if not host.options.cache_direct:
-        os.pwrite(host.fd, data, offset)
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(host.fd, view, offset)
+            view, offset = view[done:], offset + done
         return
     start = offset // _ALIGN * _ALIGN
     end = -(-(offset + len(data)) // _ALIGN) * _ALIGN
@@ -146,6 +161,34 @@ def pread_now(node: BlockNode, offset: int, length: int) -> bytes:
     return data + bytes(length - len(data))
 
 
+def pwrite_now(node: BlockNode, offset: int, data: bytes) -> None:
+    """Write without an event loop, growing the file when the write reaches
+    past its end.  Raises GenericError (the OS error's text) when the write
+    fails or the file cannot grow here."""
+    host, base = _host_file(node)
+    end = offset + len(data)
+    if end > node.size and not _growable(node):
+        raise GenericError("qcow2: the image cannot grow inside a fixed-size window")
+    try:
+        _pwrite_host(host, base + offset, data)
+    except OSError as exc:
+        raise GenericError(exc.strerror or "I/O error") from None
+    if end > node.size:
+        host.refresh_length()
+
+
+def sync_now(node: BlockNode) -> None:
+    """fdatasync the host file without an event loop (nothing with
+    cache.no-flush).  Raises GenericError."""
+    host, _ = _host_file(node)
+    if host.options.cache_no_flush:
+        return
+    try:
+        os.fdatasync(host.fd)
+    except OSError as exc:
+        raise GenericError(exc.strerror or "I/O error") from None
+
+
 def pwrite_and_sync_now(node: BlockNode, offset: int, data: bytes, *, sync_first: bool) -> bool:
     """Write within the file's current size without an event loop; with
     ``sync_first`` make earlier writes durable first.  Returns False (and
@@ -168,4 +211,12 @@ def pwrite_and_sync_now(node: BlockNode, offset: int, data: bytes, *, sync_first
     return True
 
 
-__all__ = ["MAX_GROWTH", "Storage", "check_sync_capable", "pread_now", "pwrite_and_sync_now"]
+__all__ = [
+    "MAX_GROWTH",
+    "Storage",
+    "check_sync_capable",
+    "pread_now",
+    "pwrite_and_sync_now",
+    "pwrite_now",
+    "sync_now",
+]
