@@ -64,9 +64,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow, needs_tools]
 SIZE = 16 * MiB
 #: Defects of issue 10 that main still has: the checks that find them wait
 #: (each use is marked XXX) until the fix lands.
-OPEN_DEFECTS = {
-    14,  # XXX defect 14 (issue 10): re-enable when fixed (a dirty qcow2 stays dirty)
-}
+OPEN_DEFECTS: set[int] = set()
 #: Errors a client sees when the daemon dies under it.
 GONE = (EOFError, ConnectionError, OSError)
 
@@ -187,7 +185,7 @@ class Round:
         # A read-write open of a dirty image repairs it, as QEMU's does:
         # once closed, it is clean (an image the kill left with the dirty
         # bit clear may keep leaked clusters, in QEMU too).
-        if 14 not in OPEN_DEFECTS:  # XXX defect 14 (issue 10): re-enable when fixed
+        if 14 not in OPEN_DEFECTS:
             report = img_check(survivor.path)
             assert not img_dirty(survivor.path), (survivor.path, "still dirty", report)
             if survivor.dirty:
