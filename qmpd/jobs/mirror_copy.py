@@ -22,8 +22,11 @@ table (qmp-facts §5.3):
   and rewrite the whole image), so only target regions holding data get
   zeroes written.
 
-Dirty is every chunk the source allocates (``present``), or the whole
-image for ``sync=full`` when the target is not known zero everywhere.
+Dirty is every chunk the source allocates (``present``; with
+``sync=top`` only what its own layer allocates, ``depth`` 0), or the whole
+image for ``sync=full`` when the target is not known zero everywhere.  A
+target with a backing file gets no pre-zero pass under ``sync=top``: its
+unallocated clusters read that file, which the copy relies on.
 ``sync=none`` starts clean and has no zero bitmap.
 
 Copying is done by *operations* (:class:`_Op`), several at once, as
@@ -577,7 +580,12 @@ class MirrorCopy(BlockJob):
         src, tgt, zero = self.source, self.target, self.zero
         assert zero is not None
         length = src.size
-        unmap = tgt.unmap_allowed
+        # A target over a backing file reads that file wherever its own
+        # layer is unallocated; with sync=top that is the point (the target
+        # shares the source's base): no pre-zero pass then, as in QEMU.
+        unmap = tgt.unmap_allowed and (
+            self.opts.sync == "full" or tgt.children.get("backing") is None
+        )
         try:
             if unmap:
                 # Holes are cheap and keep the target as thin as the
@@ -612,7 +620,7 @@ class MirrorCopy(BlockJob):
                 self._status_map, self._status_changes = status, changes
                 self._status_starts = [ext.start for ext in status]
             for ext in status:
-                if ext.present:
+                if self._in_sync_scope(ext):
                     self.dirty.mark(ext.start, ext.length)
                 elif self.opts.sync == "full":
                     # Reads as zero, and so does the target there: not
@@ -621,6 +629,15 @@ class MirrorCopy(BlockJob):
                     self.stats.skipped += ext.length
         except BlockIOError as err:
             raise JobFailed(err.desc) from None
+
+    def _in_sync_scope(self, ext: Extent) -> bool:
+        """Whether the sync mode copies ``ext`` of the source: full copies
+        whatever the chain allocates, top only what the source's own layer
+        does (QEMU: allocated above the source's backing file), the rest
+        being the target's backing file's business."""
+        if self.opts.sync == "top":
+            return ext.present and ext.depth == 0
+        return ext.present
 
     async def _copy_piece(self, op: _Op, offset: int, length: int, zero: bool) -> bool:
         """One request; False when it failed (the range is dirty again)."""
