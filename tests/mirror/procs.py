@@ -68,6 +68,14 @@ class SyncClient:
                     return message
             self.read()
 
+    def mirror_and_complete(self, **arguments: Any) -> None:
+        """blockdev-mirror with ``arguments`` (its job-id ``job_id``), then
+        job-complete once ready; returns when the job is gone."""
+        assert self.execute("blockdev-mirror", **arguments) == {}
+        self.wait("BLOCK_JOB_READY")
+        assert self.execute("job-complete", id=arguments["job_id"]) == {}
+        self.wait("JOB_STATUS_CHANGE", "null")
+
     def event_log(self) -> list[str]:
         """The events only, in order."""
         return [e for e in self.log if not e.startswith(("return", "error"))]

@@ -69,12 +69,7 @@ def run_table(client: SyncClient, workdir: Path) -> tuple[list[str], list[str]]:
             "blockdev-add", driver="file", node_name="dst", filename=str(dst), aio="threads",
             auto_read_only=True, discard=discard, detect_zeroes=detect,
         ) == {}  # fmt: skip
-        assert client.execute(
-            "blockdev-mirror", sync="full", device="src", target="dst", job_id="job2"
-        ) == {}  # fmt: skip
-        client.wait("BLOCK_JOB_READY")
-        assert client.execute("job-complete", id="job2") == {}
-        client.wait("JOB_STATUS_CHANGE", "null")
+        client.mirror_and_complete(sync="full", device="src", target="dst", job_id="job2")
         assert client.execute("blockdev-del", node_name="dst") == {}
         assert client.execute("blockdev-del", node_name="src") == {}
         assert QEMU_IMG is not None

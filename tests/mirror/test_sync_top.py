@@ -61,12 +61,7 @@ def mirror_top(
                 node = {"driver": "qcow2", "node-name": name, "discard": discard,
                         "file": {"driver": "file", "filename": image}}  # fmt: skip
                 assert client.execute("blockdev-add", **node) == {}
-            assert client.execute(
-                "blockdev-mirror", device="top", target="tgt", sync="top", job_id="m"
-            ) == {}  # fmt: skip
-            client.wait("BLOCK_JOB_READY")
-            assert client.execute("job-complete", id="m") == {}
-            client.wait("JOB_STATUS_CHANGE", "null")
+            client.mirror_and_complete(device="top", target="tgt", sync="top", job_id="m")
             for name in ("top", "tgt"):
                 assert client.execute("blockdev-del", node_name=name) == {}
         finally:
