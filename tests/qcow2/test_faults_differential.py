@@ -1,0 +1,115 @@
+"""qmpd and QEMU 11.1 side by side: qcow2 over blkdebug with an injected
+metadata or data write failure, and cache.no-flush with a SIGKILL after a
+flush.  The same QMP and HMP ``qemu-io`` commands go to both daemons; the
+images they leave are then judged with ``qemu-img``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mirror.procs import SyncClient
+from tests.support.daemons import qmpd_kind, running, wait_for_socket
+from tests.support.qemu_tools import new_tool, why_new_missing
+
+from .conftest import IMGS, QEMU_IO, check_clean, check_consistent, img, needs_qemu, run
+
+MiB = 1 << 20
+
+
+@contextmanager
+def _daemon(kind: str, work: Path) -> Iterator[tuple[SyncClient, subprocess.Popen[bytes]]]:
+    """qmpd, or QEMU 11.1's emulator (HMP needs it), and a client on it."""
+    if kind == "qmpd":
+        with running(qmpd_kind()) as daemon:
+            client = SyncClient(daemon.sockets[0])
+            try:
+                yield client, daemon.proc
+            finally:
+                client.close()
+        return
+    path = new_tool("qemu-system")
+    if path is None:
+        pytest.skip(why_new_missing("qemu-system"))
+    sock = str(work / "qmp.sock")
+    argv = [str(path), "-M", "pc", "-accel", "qtest", "-display", "none", "-nodefaults",
+            "-qtest", "null", "-qmp", f"unix:{sock},server=on,wait=off"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_socket(sock, proc)
+        client = SyncClient(sock)
+        try:
+            yield client, proc
+        finally:
+            client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _hmp(client: SyncClient, command: str) -> None:
+    reply = client.execute("human-monitor-command", command_line=f'qemu-io q "{command}"')
+    assert isinstance(reply, str), reply
+
+
+def _image(work: Path) -> Path:
+    path = work / "a.qcow2"
+    img("create", "-f", "qcow2", str(path), "8M")
+    return path
+
+
+def _reads(path: Path, pattern: int, offset: int, length: int) -> bool:
+    assert QEMU_IO is not None
+    result = run(QEMU_IO, "-c", f"read -P {pattern} {offset} {length}", str(path), check=False)
+    return result.returncode == 0 and "Pattern verification failed" not in result.stdout
+
+
+@needs_qemu
+@pytest.mark.parametrize("kind", ["qmpd", "qemu-11.1"])
+@pytest.mark.parametrize("event", ["cluster_alloc", "l2_alloc_write", "write_aio"])
+def test_injected_write_failure_leaves_a_valid_image(kind: str, event: str, tmp_path: Path) -> None:
+    path = _image(tmp_path)
+    with _daemon(kind, tmp_path) as (client, _):
+        debug = {
+            "driver": "blkdebug",
+            "image": {"driver": "file", "filename": str(path)},
+            "inject-error": [{"event": event, "iotype": "write", "errno": 28, "once": True}],
+        }
+        reply = client.execute("blockdev-add", driver="qcow2", node_name="q", file=debug)
+        assert reply == {}, reply
+        _hmp(client, f"write -P 0x11 {MiB} 8k")  # fails (both print the error)
+        _hmp(client, f"write -P 0x22 {MiB} 8k")
+        _hmp(client, "flush")
+        assert client.execute("blockdev-del", node_name="q") == {}
+    check_consistent(path)
+    assert _reads(path, 0x22, MiB, 8192)
+
+
+@needs_qemu
+@pytest.mark.parametrize("kind", ["qmpd", "qemu-11.1"])
+def test_no_flush_keeps_flushed_data_through_sigkill(kind: str, tmp_path: Path) -> None:
+    # Issue 10, defect 6, as reported: QEMU 11.1 keeps the data and a clean
+    # image; qmpd lost both ranges and left leaks and the dirty bit.
+    path = _image(tmp_path)
+    with _daemon(kind, tmp_path) as (client, proc):
+        file: dict[str, Any] = {"driver": "file", "filename": str(path)}
+        reply = client.execute(
+            "blockdev-add", driver="qcow2", node_name="q", file=file, cache={"no-flush": True}
+        )
+        assert reply == {}, reply
+        _hmp(client, f"write -P 0x11 {MiB} {MiB}")
+        _hmp(client, f"write -P 0x22 {5 * MiB} 64k")
+        _hmp(client, "flush")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if IMGS:
+        check_clean(path)
+    assert _reads(path, 0x11, MiB, MiB)
+    assert _reads(path, 0x22, 5 * MiB, 65536)
