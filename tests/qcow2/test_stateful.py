@@ -2,7 +2,9 @@
 
 The machine varies the version, cluster size, backing file (a raw file
 with data, or none) and the discard policy; it writes, zero-writes,
-discards, grows, flushes and reopens the image.  Invariants: the content
+discards, grows, flushes and reopens the image, and makes writes fail on
+purpose (blkdebug, armed by one of QEMU's qcow2 events).  Invariants: the
+content
 matches the model; no block-status extent and no known-zero answer claims
 zero over data.  At the end the image must pass ``qemu-img check`` on
 every installed QEMU, with no leaks.
@@ -18,16 +20,29 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
-from qmpd.block import BlockGraph, blockdev_add
+from qmpd.block import BlockGraph, BlockIOError, blockdev_add
+from qmpd.block.blkdebug import BlkdebugNode, InjectError, Rules
 from qmpd.block.qcow2 import Qcow2Node
 from qmpd.block.qcow2.format import ClusterKind
 from qmpd.block.qcow2.zero import flag_valid
 from qmpd.block.zerostate import ZeroState
 from tests.support.node_model import NodeModel, run
 
-from .conftest import IMGS, check_clean, create_image
+from .conftest import IMGS, check_clean, check_consistent, create_image
 
 MAX_SIZE = 384 * 1024
+#: QEMU's qcow2 events that precede a write qcow2 makes of its file.
+FAULT_EVENTS = [
+    "cluster_alloc",
+    "refblock_update_part",
+    "refblock_alloc",
+    "l2_alloc_write",
+    "l2_update",
+    "write_aio",
+    "cow_write",
+    "l1_update",
+    "pwritev",
+]
 
 
 @st.composite
@@ -50,6 +65,7 @@ class Qcow2Model(NodeModel):
         self.version = "v3"
         self.cluster = 65536
         self.discard_mode = "ignore"
+        self.faulted = False
 
     @initialize(
         size=st.integers(1, MAX_SIZE // 512).map(lambda n: n * 512),
@@ -82,13 +98,15 @@ class Qcow2Model(NodeModel):
 
     def _open(self) -> None:
         file = {"driver": "file", "filename": str(self.path)}
-        args = {"driver": "qcow2", "node-name": "q", "file": file, "discard": self.discard_mode}
+        debug = {"driver": "blkdebug", "node-name": "dbg", "image": file}
+        args = {"driver": "qcow2", "node-name": "q", "file": debug, "discard": self.discard_mode}
         self.node = blockdev_add(self.graph, args)
 
     def teardown(self) -> None:
         self.graph.close_all()
         if self.node is not None and IMGS:
-            check_clean(self.path)
+            # A failed write may leave leaked clusters, never more.
+            (check_consistent if self.faulted else check_clean)(self.path)
         super().teardown()
 
     def ranges(self, size: int) -> st.SearchStrategy[tuple[int, int]]:
@@ -179,6 +197,28 @@ class Qcow2Model(NodeModel):
             return found
 
         assert run(layer_data) == [], "the all-zero bit is set over data"
+
+    @precondition(lambda self: self.node is not None)
+    @rule(data=st.data(), event=st.sampled_from(FAULT_EVENTS))
+    def failing_write(self, data: st.DataObject, event: str) -> None:
+        """A write whose request after ``event`` fails (issue 10, defect 8):
+        whatever it left, memory and disk must agree on it, so the node
+        reads the same before and after a reopen, and the image stays
+        valid (checked at the end)."""
+        assert self.node is not None
+        start, length = data.draw(self.ranges(len(self.model)))
+        debug = self.graph.find("dbg")
+        assert isinstance(debug, BlkdebugNode)
+        debug.rules = Rules([InjectError(event, iotypes=frozenset({"write"}), once=True)])
+        try:
+            run(self.node.write, start, b"\xe7" * length)
+            self.model[start : start + length] = b"\xe7" * length
+        except BlockIOError:
+            self.faulted = True
+            self.model[start : start + length] = run(self.node.read, start, length)
+        finally:
+            debug.rules = Rules([])
+        self.reopen()
 
     @precondition(lambda self: self.node is not None)
     @rule()
