@@ -179,6 +179,10 @@ class MirrorJob(MirrorCopy):
             # Moving back to the source cannot conflict with what the disks
             # had before; if the target refuses, fall back to the source.
             self._remove_filter(self.source)
+        finally:
+            # Retiring the filter released the guest's held requests; should
+            # the filter have stayed, they must still not wait for ever.
+            self.guests.release()
         self._drop_edge("source")
 
     def prepare(self) -> None:
