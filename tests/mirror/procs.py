@@ -27,8 +27,7 @@ class SyncClient:
     def close(self) -> None:
         self.raw.close()
 
-    def read(self) -> dict[str, Any]:
-        """The next message; events are kept for :meth:`wait` too."""
+    def _read(self) -> dict[str, Any]:
         message: dict[str, Any] = json.loads(self.raw.readline())
         if "event" in message:
             self.events.append(message)
@@ -47,7 +46,7 @@ class SyncClient:
             request["arguments"] = {k.replace("_", "-"): v for k, v in arguments.items()}
         self.raw.send(json.dumps(request).encode())
         while True:
-            message = self.read()
+            message = self._read()
             if "event" not in message:
                 return message.get("return", message.get("error"))
 
@@ -66,7 +65,7 @@ class SyncClient:
                 self._cursor += 1
                 if matches(message):
                     return message
-            self.read()
+            self._read()
 
     def mirror_and_complete(self, **arguments: Any) -> None:
         """blockdev-mirror with ``arguments`` (its job-id ``job_id``), then

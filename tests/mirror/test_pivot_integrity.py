@@ -71,7 +71,7 @@ def test_pivot_keeps_inflight_guest_writes() -> None:
                 )
                 answers = []
                 while len(answers) < 2:
-                    message = client.read()
+                    message = client._read()  # events kept for wait()
                     if "event" not in message:
                         answers.append(message["return"])
                 assert answers[0] == {}
