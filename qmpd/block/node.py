@@ -314,6 +314,13 @@ class BlockNode:
             return await child.write_behind(0, child.size)
         return False
 
+    def after_open(self) -> None:
+        """Work of the open that may write: called by ``blockdev-add`` once
+        the node and its subtree hold their permissions (and so the image
+        locks), as QEMU's drivers open with their children's permissions
+        taken.  Raises GenericError; the node is then removed again."""
+        return None
+
     def debug_event(self, event: str) -> None:
         """A parent's request reached ``event`` (a BlkdebugEvent name) on its
         way to this node, as QEMU's BLKDBG_EVENT reports; only blkdebug acts."""

@@ -207,6 +207,8 @@ def blockdev_add(graph: BlockGraph, args: dict[str, Any]) -> BlockNode:
     try:
         node = build.node(args, top=True)
         node.refresh_perms()
+        for built in build.created:  # children first
+            built.after_open()
     except BaseException:
         build.undo()
         raise

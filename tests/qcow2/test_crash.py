@@ -18,6 +18,8 @@ import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 
 from qmpd.block import BlockGraph
 from qmpd.block.qcow2.format import parse_header
+from qmpd.errors import GenericError
 
 from .conftest import (
     IMGS,
@@ -83,6 +86,25 @@ def _killed_mid_session(path: Path, script: str = CHILD) -> None:
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def _held_by_qemu_io(path: Path) -> Iterator[None]:
+    """An interactive qemu-io holding the image open for writing."""
+    assert QEMU_IO is not None
+    with subprocess.Popen(
+        [QEMU_IO, "-f", "raw", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdin is not None
+            assert holder.stdout is not None
+            holder.stdin.write("read 0 512\n")
+            holder.stdin.flush()
+            while "read 512/512" not in holder.stdout.readline():
+                pass
+            yield
+        finally:
+            holder.kill()
 
 
 def _qemu_open_rw(path: Path) -> subprocess.CompletedProcess[str]:
@@ -181,6 +203,19 @@ async def test_crash_dirtied_image_is_repaired_at_a_read_write_open(tmp_path: Pa
     if IMGS:
         check_clean(path)
         assert raw_content(path, tmp_path) == _expected()
+
+
+@needs_qemu
+async def test_a_dirty_image_another_process_writes_is_not_repaired(tmp_path: Path) -> None:
+    # The repair writes: only once the image is locked for qmpd.  A QEMU
+    # process holding it for writing makes the open fail, image untouched.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=4 * MiB, lazy_refcounts=True)
+    _killed_mid_session(path)
+    before = path.read_bytes()
+    with _held_by_qemu_io(path), pytest.raises(GenericError, match="lock"):
+        open_qcow2(BlockGraph(), path)
+    assert path.read_bytes() == before
 
 
 @needs_qemu

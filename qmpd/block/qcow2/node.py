@@ -60,7 +60,8 @@ from .format import (
     l1_entries_for,
 )
 from .info import Qcow2Info
-from .storage import Storage, pwrite_and_sync_now
+from .repair import repair_now
+from .storage import Storage, pread_now, pwrite_and_sync_now
 from .tables import Tables, encode_u64
 from .zero import ScanCache, flag_valid
 
@@ -113,7 +114,11 @@ class Qcow2Node(Qcow2Info):
         self._in_flight: list[_Span] = []
         #: QEMU's use_lazy_refcounts: the only case that sets the dirty bit.
         self.lazy_refcounts = lazy_refcounts and header.version >= 3
-        self._dirty_on_disk = header.dirty
+        #: The dirty bit on disk was set by this node, which may clear it
+        #: once its changes are durable.  A bit found at open is cleared
+        #: only by the repair (:meth:`after_open`): clearing it without one
+        #: would certify refcounts nobody checked.
+        self._dirty_on_disk = False
         self._autoclear_done = False
         self._scan = ScanCache()
         self._inflated: tuple[int, bytes] | None = None
@@ -228,6 +233,26 @@ class Qcow2Node(Qcow2Info):
         await self._write_header(
             self.header.with_(refcount_table_offset=offset, refcount_table_clusters=clusters)
         )
+
+    def after_open(self) -> None:
+        """QEMU repairs a crash-dirtied image when it opens it read-write:
+        so does qmpd, once the image is locked (see :mod:`.repair`).
+        Raises GenericError when it cannot."""
+        if not self.header.dirty or self.read_only:
+            return
+        header = repair_now(self.file, self.header, self.tables.l1)
+        table = rc.Refcounts.parse_table(
+            pread_now(
+                self.file,
+                header.refcount_table_offset,
+                header.refcount_table_clusters << header.cluster_bits,
+            )
+        )
+        self.header = header
+        self.refcounts = self._make_refcounts(
+            header.refcount_table_offset, header.refcount_table_clusters, table
+        )
+        self._dirty_on_disk = False
 
     def _check_writable_image(self) -> None:
         if self.header.nb_snapshots:

@@ -35,7 +35,6 @@ from .format import (
 )
 from .node import Qcow2Node
 from .refcount import Refcounts
-from .repair import repair_now
 from .storage import check_sync_capable, pread_now
 from .tables import decode_u64
 
@@ -167,9 +166,6 @@ def open_qcow2(build: _Build, name: str, common: CommonOptions, args: dict[str, 
             "Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level"
         )
     l1 = decode_u64(pread_now(file, header.l1_table_offset, header.l1_size * 8))
-    if header.dirty and writable:
-        # QEMU repairs a crash-dirtied image when it opens it read-write.
-        header = repair_now(file, header, l1)
     table = Refcounts.parse_table(
         pread_now(
             file,
