@@ -342,8 +342,13 @@ class Qcow2Node(Qcow2Info):
         # clusters would be counted and used by nothing (a leak).
         with trio.CancelScope(shield=True):
             try:
-                for host, piece, event in later.writes:
-                    await self.store.write(host, piece, event)
+                try:
+                    for host, piece, event in later.writes:
+                        await self.store.write(host, piece, event)
+                except BlockIOError:
+                    async with self._lock:
+                        await write.abandon(self, later)
+                    raise
                 if later.links:
                     async with self._lock:
                         await write.finish(self, later)

@@ -28,6 +28,7 @@ worst).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from array import array
 from collections.abc import Callable
@@ -116,8 +117,27 @@ async def l2_for(node: Qcow2Node, guest_cluster: int) -> tuple[int, int]:
         raise BlockIOError(errno.ENOTSUP, "qmpd cannot write shared qcow2 L2 tables")
     new = await node.refcounts.allocate(1)
     # Its L1 entry waits for the next sync (see .tables).
-    await tables.install_l2(l1_index, new, array("Q", bytes(node.cluster_size)))
+    try:
+        await tables.install_l2(l1_index, new, array("Q", bytes(node.cluster_size)))
+    except BlockIOError:
+        await _unallocate(node, new, 1)
+        raise
     return new, l2_index
+
+
+async def _unallocate(node: Qcow2Node, host: int, count: int) -> None:
+    """Give back ``count`` clusters from ``host``, counted for a request
+    that failed before anything pointed at them (QEMU frees them too).
+    Should that fail as well, they stay leaked, which is harmless."""
+    with contextlib.suppress(BlockIOError):
+        await node.refcounts.free(host, count)
+
+
+async def abandon(node: Qcow2Node, later: Deferred) -> None:
+    """Give back the clusters of ``later``'s links, whose data could not
+    be written (so they were never mapped).  Call under the node's lock."""
+    for _, _, entries, _ in later.links:
+        await _unallocate(node, entries[0] & OFFSET_MASK, len(entries))
 
 
 async def release_all(node: Qcow2Node, entries: list[L2Entry]) -> None:
@@ -288,7 +308,11 @@ async def _write_new(
         writes.append((host + count * cs - tail, old[cs - tail :], "cow_write"))
     first = host | COPIED
     link = (l2_offset, l2_index, array("Q", range(first, first + count * cs, cs)), olds)
-    await land(node, writes, later)
+    try:
+        await land(node, writes, later)
+    except BlockIOError:
+        await _unallocate(node, host, count)
+        raise
     if later is not None:
         later.links.append(link)
         return stop
@@ -301,7 +325,11 @@ async def _link(
 ) -> None:
     """Map a run of new clusters (their content is written), then drop
     what the entries they replace held."""
-    await node.tables.set_entries(l2_offset, l2_index, entries)
+    try:
+        await node.tables.set_entries(l2_offset, l2_index, entries)
+    except BlockIOError:
+        await _unallocate(node, entries[0] & OFFSET_MASK, len(entries))
+        raise
     await release_all(node, olds)
 
 
@@ -424,6 +452,7 @@ __all__ = [
     "MAX_RUN_CLUSTERS",
     "Deferred",
     "Landing",
+    "abandon",
     "all_zero",
     "discard",
     "finish",
