@@ -290,8 +290,9 @@ async def test_no_flush_keeps_flushed_writes_when_killed(tmp_path: Path) -> None
 
 # -- kills at random points ----------------------------------------------------------
 
-#: Kills per run of the suite (``QMPD_CRASH_KILLS`` raises it for a soak).
-KILLS = int(os.environ.get("QMPD_CRASH_KILLS", "4"))
+#: Kills per case (``QMPD_QCOW2_CRASH_KILLS`` raises it for a soak; the
+#: end-to-end crash test in tests/integrity has its own knob).
+KILLS = int(os.environ.get("QMPD_QCOW2_CRASH_KILLS") or "4")
 OPS = 120
 SIZE = 8 * MiB
 
