@@ -178,3 +178,30 @@ async def test_failed_refcount_block_hookup_leaves_no_corruption(tmp_path: Path)
     graph.close_all()
     if IMGS:
         check_consistent(path)
+
+
+async def test_failed_l1_table_growth_leaves_a_clean_image(tmp_path: Path) -> None:
+    # 512-byte clusters: one L1 cluster reaches 2 MiB, so growing to 8 MiB
+    # moves the L1 table.  Its write fails: the image keeps its old table
+    # and size, and the clusters the new one took are given back.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=MiB, cluster_size=512)
+    graph = BlockGraph()
+    node = open_over_blkdebug(
+        graph, path, [{"event": "l1_grow_write_table", "iotype": "write", "once": True}]
+    )
+    await node.write(0, b"\x31" * 4096)
+    with pytest.raises(BlockIOError):
+        await node.truncate(8 * MiB)
+    assert node.size == MiB
+    await node.truncate(8 * MiB)
+    await node.write(7 * MiB, b"\x32" * 4096)
+    await node.flush()
+    graph.close_all()
+    if IMGS:
+        check_clean(path)
+    graph = BlockGraph()
+    reopened = open_qcow2(graph, path, read_only=True)
+    assert await reopened.read(0, 4096) == b"\x31" * 4096
+    assert await reopened.read(7 * MiB, 4096) == b"\x32" * 4096
+    graph.close_all()

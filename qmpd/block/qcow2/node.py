@@ -36,6 +36,7 @@ internal snapshots or persistent bitmaps, shrinking.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import zlib
 from array import array
@@ -471,10 +472,16 @@ class Qcow2Node(Qcow2Info):
         clusters = -(-entries * 8 // self.cluster_size)
         self.store.event("l1_grow_alloc_table")
         offset = await self.refcounts.allocate(clusters)
-        await self.store.write(offset, encode_u64(new), "l1_grow_write_table")
-        await self.store.flush()
-        self.store.event("l1_grow_activate_table")
-        await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
+        try:
+            await self.store.write(offset, encode_u64(new), "l1_grow_write_table")
+            await self.store.flush()
+            self.store.event("l1_grow_activate_table")
+            await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
+        except BlockIOError:
+            # Nothing points at the new table: give its clusters back.
+            with contextlib.suppress(BlockIOError):
+                await self.refcounts.free(offset, clusters)
+            raise
         # The new table was written whole, pending entries included, and
         # synced with the tables they point at before the header switched.
         self.tables.l1, self.tables.l1_offset = new, offset
