@@ -16,7 +16,8 @@ Every guest request through the filter passes the job's
 :class:`~.drain.RequestGate`: when the job is about to leave its copy loop
 to pivot it drains the gate (the requests in flight complete and are
 mirrored, new ones wait), and the gate stays held until the guest's disks
-have moved.  Then the filter is *retired*: the requests it held, and any
+have moved (or the job waits for ``job-finalize``: then the job writes
+them through).  Then the filter is *retired*: the requests it held, and any
 that still reach it, go to the node that replaced it (the target after a
 pivot, else the source), as QEMU's BlockBackend sends the requests it
 queued during a drain to its root of the moment.

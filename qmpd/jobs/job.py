@@ -373,6 +373,10 @@ class Job:
     def event_pending(self) -> None:
         """Extra event on entering pending when auto-finalize is off."""
 
+    def wait_for_finalize(self) -> None:
+        """The job now waits in pending for ``job-finalize`` (or a cancel),
+        for as long as the user takes."""
+
     def event_completed(self) -> None:
         """Extra event when a started job finalizes without a forced cancel."""
 
@@ -556,6 +560,7 @@ class Job:
             self._transition(JobStatus.PENDING)
             if not self.auto_finalize:
                 self.event_pending()
+                self.wait_for_finalize()
                 return
             self._do_finalize()
 

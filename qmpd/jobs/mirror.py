@@ -18,7 +18,8 @@ this job extends.
 Once ready, completion (``job-complete``, or a soft cancel of a ready
 job) leaves the copy loop when clean, with the guest's requests drained
 and held at the filter (QEMU keeps the source drained from there to the
-switch, also while the job waits in ``pending``); ``prepare`` then pivots
+switch; while the job waits for ``job-finalize`` qmpd writes them through
+instead, see :meth:`MirrorCopy.wait_for_finalize`); ``prepare`` then pivots
 (completion only): the job lets go of the target and every guest disk on
 the filter moves onto the target.  ``clean`` removes the filter (disks
 back on the source unless pivoted) and retires it, which lets the held

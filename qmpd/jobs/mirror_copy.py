@@ -101,7 +101,8 @@ target already read as zero (``skipped``).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -235,6 +236,9 @@ class MirrorCopy(BlockJob):
         self._pivoted = False
         #: The guest's requests through the filter (see :meth:`_leave_in_sync`).
         self.guests = RequestGate()
+        #: Waiting in pending for job-finalize: guest requests pass and are
+        #: written through (see :meth:`wait_for_finalize`).
+        self._through_to_finalize = False
         self._replied = False
         #: The source's block status from the start of the copy, reused for
         #: windows while the source's change_count() is still
@@ -260,21 +264,13 @@ class MirrorCopy(BlockJob):
     ) -> T:
         if length <= 0:
             return await source_io()
-        end = offset + length
+        if self._through_to_finalize:
+            return await self._write_to_finalize(offset, length, data, source_io)
         if not self._may_write_through():
             result = await source_io()
             self._redirty(offset, length)
             return result
-        # QEMU's active_write_prepare: wait until nothing of the job's (a
-        # copy, another write-through) is in flight on the range, then hold
-        # it for the source write and the target write together, so that
-        # overlapping guest writes reach both in the same order and no copy
-        # reads the range half written.
-        while self._conflicts(offset, end):
-            await self._op_done.wait()
-        op = _Op(offset, end, active=True)
-        self._ops.append(op)
-        try:
+        async with self._holding(offset, offset + length):
             result = await source_io()
             if (
                 data == b""
@@ -295,8 +291,56 @@ class MirrorCopy(BlockJob):
                     self._fatal = err.desc
                 self._redirty(offset, length)
             return result
+
+    @asynccontextmanager
+    async def _holding(self, start: int, end: int) -> AsyncIterator[None]:
+        """QEMU's active_write_prepare: wait until nothing of the job's (a
+        copy, another write-through) is in flight on the range, then hold
+        it for a guest's source write and target write together, so that
+        overlapping guest writes reach both in the same order and no copy
+        reads the range half written."""
+        while self._conflicts(start, end):
+            await self._op_done.wait()
+        op = _Op(start, end, active=True)
+        self._ops.append(op)
+        try:
+            yield
         finally:
             self._op_finished(op)
+
+    def wait_for_finalize(self) -> None:
+        """In sync, the job waits in pending for job-finalize, with the
+        guest's requests held since the copy loop left (QEMU keeps the
+        source drained until the switch).  QEMU's guest is a VM; qmpd's is
+        the monitor's qemu-io, and holding it would hold the monitor that
+        job-finalize must come through (QEMU 11.1's does hang so).  So the
+        requests go on now, each written to source and target before it
+        completes, even if the switch happens meanwhile, and a failure on
+        the target fails the guest's request: whichever disk the guest has
+        after the job holds every write it saw succeed, and nothing is
+        left to copy (``offset`` stays ``len``)."""
+        self._through_to_finalize = True
+        self.guests.release()
+
+    async def _write_to_finalize(
+        self,
+        offset: int,
+        length: int,
+        data: bytes | None,
+        source_io: Callable[[], Awaitable[T]],
+    ) -> T:
+        """A guest request while waiting for finalize (see
+        :meth:`wait_for_finalize`).  Raises BlockIOError from the source or
+        the target."""
+        async with self._holding(offset, offset + length):
+            result = await source_io()
+            if data == b"":
+                if self.zero is not None:
+                    self.zero.clear(offset, length)
+                await self.target.discard(offset, length)
+            else:
+                await self._active_write(offset, length, data)
+            return result
 
     def _redirty(self, offset: int, length: int) -> None:
         self.dirty.mark(offset, length)
@@ -306,8 +350,9 @@ class MirrorCopy(BlockJob):
     def _may_write_through(self) -> bool:
         """Whether guest writes are written to the target as they happen:
         in write-blocking mode once the bitmaps are set up.  (Once the copy
-        loop has left in sync no guest write reaches the job: the gate
-        holds them until the pivot.)"""
+        loop has left in sync, guest writes wait at the gate until the
+        pivot, or are written through while the job waits for
+        job-finalize: see :meth:`wait_for_finalize`.)"""
         if not self._initialized or self._pivoted:
             return False
         return self.copy_mode == "write-blocking"

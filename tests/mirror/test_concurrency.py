@@ -264,8 +264,14 @@ async def test_one_failed_request_among_many(
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("copy_mode", ["background", "write-blocking"])
+@pytest.mark.parametrize("auto_finalize", [True, False])
 async def test_pivot_keeps_inflight_guest_writes(
-    client: Transcript, app: App, autojump_clock: MockClock, seed: int, copy_mode: str
+    client: Transcript,
+    app: App,
+    autojump_clock: MockClock,
+    seed: int,
+    copy_mode: str,
+    auto_finalize: bool,
 ) -> None:
     # Issue 10 defect 1: a guest keeps writing through its disk while
     # job-complete pivots it to the target.  Every write it saw complete
@@ -279,7 +285,7 @@ async def test_pivot_keeps_inflight_guest_writes(
     assert await client.cmd("device_add", driver="virtio-blk-pci", id="disk0", drive="src") == {}
     disk = app.devices.find_backend("/machine/peripheral/disk0/virtio-backend")
     model = bytearray(src.data)
-    await start(client, app, granularity=64 * KiB, copy_mode=copy_mode)
+    await start(client, app, granularity=64 * KiB, copy_mode=copy_mode, auto_finalize=auto_finalize)
     await client.until("BLOCK_JOB_READY")
     pivoted = trio.Event()
 
@@ -303,7 +309,13 @@ async def test_pivot_keeps_inflight_guest_writes(
         nursery.start_soon(guest)
         await trio.sleep(rng.random() * 0.2)
         assert await client.cmd("job-complete", id="m") == {}
-        await client.until("JSC null")
+        if not auto_finalize:
+            # The guest goes on writing while the job waits for finalize.
+            await client.until("BLOCK_JOB_PENDING")
+            await trio.sleep(rng.random() * 0.2)
+            assert await client.cmd("job-finalize", id="m") == {}
+        else:
+            await client.until("JSC null")
         assert disk.node is dst
         pivoted.set()
     assert client.event("BLOCK_JOB_COMPLETED").get("error") is None
