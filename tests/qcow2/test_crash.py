@@ -28,10 +28,12 @@ import pytest
 from qmpd.block import BlockGraph
 from qmpd.block.qcow2.format import parse_header
 from qmpd.errors import GenericError
+from tests.support.qemu_tools import why_new_missing
 
 from .conftest import (
     IMGS,
     QEMU_IO,
+    QEMU_IO_NEW,
     check_clean,
     check_consistent,
     create_image,
@@ -107,9 +109,10 @@ def _held_by_qemu_io(path: Path) -> Iterator[None]:
             holder.kill()
 
 
-def _qemu_open_rw(path: Path) -> subprocess.CompletedProcess[str]:
-    assert QEMU_IO is not None
-    return subprocess.run([QEMU_IO, "-c", "read 0 4k", str(path)], capture_output=True, text=True)
+def _qemu_open_rw(path: Path, tool: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = tool or QEMU_IO
+    assert exe is not None
+    return subprocess.run([exe, "-c", "read 0 4k", str(path)], capture_output=True, text=True)
 
 
 def _expected() -> bytes:
@@ -219,14 +222,19 @@ async def test_a_dirty_image_another_process_writes_is_not_repaired(tmp_path: Pa
 
 
 @needs_qemu
-async def test_killed_then_repaired_by_qemu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["7.2", "11.1"])
+async def test_killed_then_repaired_by_qemu(tmp_path: Path, version: str) -> None:
+    tool = QEMU_IO if version == "7.2" else QEMU_IO_NEW
+    if tool is None:
+        pytest.skip(why_new_missing("qemu-io"))
     path = tmp_path / "a.qcow2"
     await create_image(path, size=4 * MiB, lazy_refcounts=True)
     _killed_mid_session(path)
     assert _dirty(path)
     _wipe_refcounts(path)
-    # QEMU repairs a dirty image when it opens it read-write (and says so).
-    result = _qemu_open_rw(path)
+    # QEMU repairs a dirty image when it opens it read-write (and says so),
+    # as qmpd does (test_crash_dirtied_image_is_repaired_at_a_read_write_open).
+    result = _qemu_open_rw(path, tool)
     assert result.returncode == 0, result.stderr
     assert "Repairing" in result.stdout + result.stderr
     assert not _dirty(path)
