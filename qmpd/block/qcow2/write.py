@@ -22,8 +22,12 @@ Zero writes on version 3 images become zero clusters (keeping the host
 cluster unless unmapping is allowed); discards drop whole clusters.  Both
 rewrite L2 entries a table at a time (:func:`_rewrite_entries`) and then
 release the old host clusters in contiguous runs, after they are
-unlinked (version 2 images have no dirty bit: a crash leaves leaks at
-worst).
+unlinked (a crash leaves leaks at worst: no dirty bit is needed).
+
+Clusters are counted before anything points at them; a request that
+fails after counting clusters and before mapping them gives them back
+(:func:`abandon`, as QEMU does), so an injected or real I/O error leaves
+no leak behind.
 """
 
 from __future__ import annotations
@@ -418,7 +422,7 @@ async def _rewrite_entries(
     """Give guest clusters ``first`` to ``last`` (exclusive) the entries
     ``change`` decides, an L2 table at a time: one write for the changed
     span of each table, then the old host clusters are released (after
-    they are unlinked, as v2 images need) in contiguous runs."""
+    they are unlinked, so a crash leaks them at worst) in contiguous runs."""
     tables = node.tables
     guest = first
     while guest < last:
