@@ -17,6 +17,7 @@ from qmpd.block import BlockGraph
 from qmpd.block.qcow2.format import AUTOCLEAR_QMPD_ALL_ZERO, parse_header
 from qmpd.block.zerostate import KnownZero
 from tests.support.loopback import QMPPair
+from tests.support.transcript import Transcript
 
 from .conftest import create_image, img, needs_qemu, open_qcow2, qio
 
@@ -208,3 +209,27 @@ async def test_copy_on_write_from_backing_clears_the_bit(tmp_path: Path) -> None
     layer = open_qcow2(graph, top, read_only=True, backing=None)
     assert await layer.read(4096, 4096) == b"\x44" * 4096
     graph.close_all()
+
+
+async def test_mirror_target_polled_for_zero_state_never_keeps_a_stale_scan(
+    client: Transcript, tmp_path: Path
+) -> None:
+    # Issue 10, defect 3, as reported: a mirror into an empty qcow2 image
+    # while x-query-zero-state is polled; after ready the target still
+    # said "open: true, how: scan" though the data read back.
+    src = tmp_path / "src.raw"
+    src.write_bytes(bytes(3 * MiB) + b"\x5c" * (2 * MiB) + bytes(3 * MiB))
+    dst = tmp_path / "dst.qcow2"
+    await create_image(dst, size=8 * MiB, version="v2")  # no all-zero bit: the scan answers
+    for name, driver, path in (("src", "raw", src), ("dst", "qcow2", dst)):
+        file = {"driver": "file", "filename": str(path)}
+        assert await client.cmd("blockdev-add", driver=driver, node_name=name, file=file) == {}
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="j"
+    ) == {}
+    while "BLOCK_JOB_READY" not in client.entries:
+        await client.cmd("x-query-zero-state", node_name="dst")
+    (state,) = await client.cmd("x-query-zero-state", node_name="dst")
+    assert state["open"] == {"value": False, "how": "none"}
+    assert await client.cmd("job-cancel", id="j") == {}
+    await client.until("JSC null")
