@@ -20,17 +20,20 @@ import pytest
 from tests.mirror.conftest import MiB, needs_qemu_img
 from tests.mirror.procs import SyncClient
 from tests.support.daemons import DaemonKind, qmpd_kind, qsd_new_kind, running, why_missing
+from tests.support.qemu_tools import system_tool_or_skip
 
 SIZE = 8 * MiB
 
 
 def qemu_img(*args: str) -> str:
-    out = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=True)
+    qemu_img = system_tool_or_skip("qemu-img")
+    out = subprocess.run([qemu_img, *args], capture_output=True, text=True, check=True)
     return out.stdout
 
 
 def qemu_io(image: str, command: str) -> None:
-    subprocess.run(["qemu-io", "-c", command, image], capture_output=True, check=True)
+    qemu_io = system_tool_or_skip("qemu-io")
+    subprocess.run([qemu_io, "-c", command, image], capture_output=True, check=True)
 
 
 def own_layer(image: Path) -> list[tuple[int, int, bool]]:
@@ -67,7 +70,10 @@ def mirror_top(
         finally:
             client.close()
         compare = subprocess.run(
-            ["qemu-img", "compare", "-U", top, tgt], capture_output=True, text=True, check=False
+            [system_tool_or_skip("qemu-img"), "compare", "-U", top, tgt],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         return own_layer(Path(tgt)), compare.stdout.strip()
 
