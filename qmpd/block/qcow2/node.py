@@ -284,10 +284,15 @@ class Qcow2Node(Qcow2Info):
         )
         self._dirty_on_disk = True
 
+    @property
+    def all_zero_bit(self) -> bool:
+        """qmpd's all-zero bit is set (in memory as on disk)."""
+        return bool(self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO)
+
     async def before_data(self) -> None:
         """A non-zero byte is about to land in the layer (see
         :func:`.write.land`): withdraw the all-zero bit first, durably."""
-        if self.header.autoclear & AUTOCLEAR_QMPD_ALL_ZERO:
+        if self.all_zero_bit:
             await self._write_header(
                 self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO),
                 durable=True,

@@ -91,7 +91,8 @@ async def land(node: Qcow2Node, writes: list[Landing], later: Deferred | None = 
     old content copied around them (from the backing file too).  Before
     any of them lands, a non-zero byte among them withdraws qmpd's
     all-zero bit durably; then they are written, or left in ``later``."""
-    if not all(all_zero(piece) for _, piece, _ in writes):
+    # Looked at only while the bit is set: after that, bytes pass unread.
+    if node.all_zero_bit and not all(all_zero(piece) for _, piece, _ in writes):
         await node.before_data()
     if later is not None:
         later.writes.extend(writes)
