@@ -145,8 +145,9 @@ class Refcounts:
     async def _ensure_block(self, cluster: int) -> bool:
         """Make sure ``cluster``'s region has a block; True if one was made."""
         block_index = cluster // self.per_block
-        if block_index >= len(self.table) or not self.table[block_index]:
-            self.store.event("refblock_alloc")
+        # QEMU raises it for every block a refcount update touches, made
+        # or found (alloc_refcount_block).
+        self.store.event("refblock_alloc")
         if block_index >= len(self.table):
             await self._grow_table(block_index)
             return True
@@ -301,6 +302,7 @@ class Refcounts:
         while cluster < end:
             block_index, index = divmod(cluster, self.per_block)
             n = min(self.per_block - index, end - cluster)
+            self.store.event("refblock_alloc")
             if block_index >= len(self.table) or not self.table[block_index]:
                 raise BlockIOError(errno.EIO, "qcow2: refcount out of range")
             block = self.table[block_index] & ~0x1FF
