@@ -44,7 +44,7 @@ host files, see :meth:`BlockNode.copy_to`, else read and written).  Then
 it goes on with the next window, so pieces of different dirty runs are in
 flight together.  Before ready, every 16 MiB of data pieces starts a
 sync of the target (:meth:`MirrorCopy._write_behind`), so that the flush
-before ready finds little left to write.  At most 16 operations (QEMU's
+before ready (which waits for it) finds little left to write.  At most 16 operations (QEMU's
 MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of data pieces (give
 or take those tails), do I/O at once (a capacity limiter; at least one);
 the main task starts no new window while that many are started.  With a speed
@@ -771,6 +771,14 @@ class MirrorCopy(BlockJob):
         return False
 
     async def _flush_target(self) -> bool:
+        """Flush the target; True when it succeeded.  A write-behind still
+        running is waited for first: two syncs of one file at once may see
+        a lost writeback reported to the other one only (the kernel tells
+        one of them), and a failed write-behind fails every later flush of
+        the node (:meth:`BlockNode.write_behind`), this one included.
+        Raises JobFailed when the flush fails and the policy is report."""
+        if self._writeback is not None:
+            await self._writeback.wait()
         try:
             await self.target.flush()
         except BlockIOError as err:
