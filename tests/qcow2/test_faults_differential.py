@@ -40,12 +40,18 @@ def _daemon(kind: str, work: Path) -> Iterator[tuple[SyncClient, subprocess.Pope
     sock = str(work / "qmp.sock")
     argv = [str(path), "-M", "pc", "-accel", "qtest", "-display", "none", "-nodefaults",
             "-qtest", "null", "-qmp", f"unix:{sock},server=on,wait=off"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # QEMU prints qemu-io's output on its standard output (once it exits:
+    # the stream is buffered), where qmpd returns it in the reply.
+    with open(work / "stdout", "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
     try:
         wait_for_socket(sock, proc)
         client = SyncClient(sock)
         try:
             yield client, proc
+            if proc.poll() is None:
+                client.execute("quit")
+                proc.wait()
         finally:
             client.close()
     finally:
@@ -54,9 +60,11 @@ def _daemon(kind: str, work: Path) -> Iterator[tuple[SyncClient, subprocess.Pope
         proc.wait()
 
 
-def _hmp(client: SyncClient, command: str) -> None:
+def _hmp(client: SyncClient, command: str) -> str:
+    """qemu-io's output as qmpd returns it ("" from QEMU: see _daemon)."""
     reply = client.execute("human-monitor-command", command_line=f'qemu-io q "{command}"')
     assert isinstance(reply, str), reply
+    return reply
 
 
 def _image(work: Path) -> Path:
@@ -73,7 +81,17 @@ def _reads(path: Path, pattern: int, offset: int, length: int) -> bool:
 
 @needs_qemu
 @pytest.mark.parametrize("kind", ["qmpd", "qemu-11.1"])
-@pytest.mark.parametrize("event", ["cluster_alloc", "l2_alloc_write", "write_aio"])
+@pytest.mark.parametrize(
+    "event",
+    [
+        "cluster_alloc",
+        "refblock_alloc",
+        "refblock_update_part",
+        "l2_alloc_write",
+        "l2_update",
+        "write_aio",
+    ],
+)
 def test_injected_write_failure_leaves_a_valid_image(kind: str, event: str, tmp_path: Path) -> None:
     path = _image(tmp_path)
     with _daemon(kind, tmp_path) as (client, _):
@@ -84,10 +102,13 @@ def test_injected_write_failure_leaves_a_valid_image(kind: str, event: str, tmp_
         }
         reply = client.execute("blockdev-add", driver="qcow2", node_name="q", file=debug)
         assert reply == {}, reply
-        _hmp(client, f"write -P 0x11 {MiB} 8k")  # fails (both print the error)
-        _hmp(client, f"write -P 0x22 {MiB} 8k")
-        _hmp(client, "flush")
+        said = _hmp(client, f"write -P 0x11 {MiB} 8k")
+        said += _hmp(client, f"write -P 0x22 {MiB} 8k")
+        said += _hmp(client, "flush")
         assert client.execute("blockdev-del", node_name="q") == {}
+    if kind != "qmpd":
+        said = (tmp_path / "stdout").read_text()
+    assert said.count("write failed: No space left on device") == 1, said
     check_clean(path)
     assert _reads(path, 0x22, MiB, 8192)
 
