@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 
 from ..errors import GenericError
 from .extents import Extent, check_cover, merge_extents
+from .status_snapshot import StatusSnapshot
 from .zerostate import SCAN_LIMIT, UNKNOWN, KnownZero, MakeZeroResult, ZeroState
 
 log = logging.getLogger("qmpd.block")
@@ -351,9 +352,23 @@ class BlockNode:
     def change_count(self) -> int:
         """Content-changing requests started on this node and every node
         below it (file, backing...) so far.  While it stays the same, an
-        earlier answer about what the node reads (block status) still
-        holds, as long as nobody writes the host files behind qmpd's back."""
+        earlier answer about what the node reads still holds as far as
+        qmpd's own requests go; other processes' writes it does not count
+        (:meth:`others_may_write`).  Reuse block status only through
+        :meth:`status_snapshot`, which weighs both."""
         return self.changes + sum(child.change_count() for child in self.children.values())
+
+    async def status_snapshot(self, offset: int, length: int) -> StatusSnapshot:
+        """:meth:`block_status` of the range, kept to answer later questions
+        about parts of it while that is safe (see :mod:`.status_snapshot`).
+
+        Raises BlockIOError as :meth:`block_status`.
+        """
+        changes = self.change_count()
+        extents = await self.block_status(offset, length)
+        # A request of ours that changed the node during the walk may have
+        # changed a part already walked: stale from the start then.
+        return StatusSnapshot(self, extents, changes if self.change_count() == changes else None)
 
     async def block_status(self, offset: int, length: int) -> list[Extent]:
         """Extents tiling ``[offset, offset+length)`` exactly, neighbours merged.

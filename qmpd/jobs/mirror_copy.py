@@ -33,9 +33,12 @@ Copying is done by *operations* (:class:`_Op`), several at once, as
 QEMU does.  The job's main task (:meth:`MirrorCopy._copy_loop`) takes the
 next dirty *window* (a run of whole chunks, at most ``buf-size`` bytes),
 clears it in the dirty bitmap, records it as in flight, asks the source's
-block status for it (cut from the walk made at the start while the
-source's :meth:`~BlockNode.change_count` is unchanged, else a fresh
-query) and starts one operation per piece in a nursery:
+block status for it (cut from the walk made at the start where that is
+still safe, see :mod:`qmpd.block.status_snapshot`: nothing of qmpd's
+wrote the source since, and no zero claim where another process may
+write it; else a fresh query, as QEMU asks per chunk, so that another
+process's write ahead of the copy is copied) and starts one operation per
+piece in a nursery:
 a zero extent (skipped when the zero bits cover it, else a zero write with
 unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
 of data, plus a tail shorter than a chunk that would be left over (bits
@@ -62,6 +65,11 @@ Why this stays correct with several operations in flight:
   again later, never lost.
 * Guest writes meanwhile re-dirty what they touch, so a range written
   during its own copy is copied again, after the copy in flight ends.
+* Another process may write the source too (the job shares writing, as
+  QEMU's does): a window's block status is asked when the window is
+  taken wherever the first walk could be stale, so what it writes ahead of
+  the copy is copied; what it writes behind the copy is not (nothing tells
+  the job, nor QEMU's).
 * Only an operation writes the target inside its own bytes (write-through
   is refused there), so the snapshot of the zero bits taken when its
   window was cleared still tells what those bytes read as: a chunk part
@@ -100,7 +108,6 @@ target already read as zero (``skipped``).
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -112,6 +119,7 @@ from ..block.dirty import ChunkBitmap
 from ..block.drain import RequestGate
 from ..block.extents import Extent
 from ..block.node import BlockIOError, BlockNode
+from ..block.status_snapshot import StatusSnapshot
 from .blockjob import BlockdevOnError, BlockErrorAction, BlockJob
 from .job import JobFailed
 
@@ -241,11 +249,8 @@ class MirrorCopy(BlockJob):
         self._through_to_finalize = False
         self._replied = False
         #: The source's block status from the start of the copy, reused for
-        #: windows while the source's change_count() is still
-        #: ``_status_changes``: one walk instead of one query per window.
-        self._status_map: list[Extent] | None = None
-        self._status_starts: list[int] = []
-        self._status_changes = 0
+        #: windows where still safe: one walk instead of one query per window.
+        self._status_map: StatusSnapshot | None = None
         #: Bytes of data pieces started since the last write-behind started.
         self._unsynced = 0
         #: Set when the running write-behind (if any) is over.
@@ -568,19 +573,14 @@ class MirrorCopy(BlockJob):
 
     def _mapped_status(self, start: int, end: int) -> list[Extent] | None:
         """``[start, end)``'s block status from the map, or None when there
-        is no map (any more: the source changed since)."""
-        status = self._status_map
-        if status is None:
+        is no map (any more) or it may be stale there."""
+        snapshot = self._status_map
+        if snapshot is None:
             return None
-        if self.source.change_count() != self._status_changes:
+        if not snapshot.reusable():
             self._status_map = None
             return None
-        i = max(bisect_right(self._status_starts, start) - 1, 0)
-        out = []
-        while i < len(status) and status[i].start < end:
-            out.append(status[i].clipped(start, end))
-            i += 1
-        return out
+        return snapshot.get(start, end)
 
     async def _run_op(self, op: _Op) -> None:
         """One operation: waits for a slot, then one request (a zero write or
@@ -659,11 +659,10 @@ class MirrorCopy(BlockJob):
             self.dirty.mark_all()
             return
         try:
-            changes = src.change_count()
-            status = await src.block_status(0, length)
-            if src.change_count() == changes and len(status) <= STATUS_MAP_MAX:
-                self._status_map, self._status_changes = status, changes
-                self._status_starts = [ext.start for ext in status]
+            snapshot = await src.status_snapshot(0, length)
+            status = snapshot.extents
+            if snapshot.reusable() and len(status) <= STATUS_MAP_MAX:
+                self._status_map = snapshot
             for ext in status:
                 if self._in_sync_scope(ext):
                     self.dirty.mark(ext.start, ext.length)

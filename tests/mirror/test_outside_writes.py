@@ -1,0 +1,80 @@
+"""Writes by other processes to a mirror's source, which the job shares
+writing on (as QEMU's does, so QEMU's locks let another process's qemu-io
+write it), and the block status the job reuses from its first walk.
+
+A write ahead of the copy must be copied: QEMU's mirror asks the block
+status per chunk as it goes, so it finds the new data (checked with QEMU
+11.1).  The walk qmpd makes at the start is reused per window only where
+that is still safe (see :mod:`qmpd.block.status_snapshot`): with a guest
+disk on the source that lets nobody else write, everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from qmpd.block.file import FileNode
+from tests.block.conftest import needs_qemu_io, qemu_io
+from tests.mirror.conftest import MiB, make_image, needs_qemu_img, qemu_img_compare
+from tests.support.transcript import Transcript
+
+
+@needs_qemu_img
+@needs_qemu_io
+async def test_outside_write_ahead_of_the_copy_is_mirrored(
+    client: Transcript, tmp_path: Path
+) -> None:
+    size = 64 * MiB
+    src = make_image(tmp_path / "src.img", size, [(0, MiB, 0x11)])
+    dst = make_image(tmp_path / "dst.img", size)
+    assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
+    assert await client.cmd("blockdev-add", driver="file", node_name="dst", filename=str(dst)) == {}
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m", speed=1,
+        buf_size=MiB,
+    ) == {}  # fmt: skip
+    # The job is throttled after its first window; far ahead, in a range
+    # that was a hole when the job started, another process writes.
+    out = await trio.to_thread.run_sync(
+        qemu_io, "-f", "raw", "-c", f"write -P 0x55 {48 * MiB} 64k", str(src)
+    )
+    assert "wrote" in out.stdout, out
+    assert await client.cmd("block-job-set-speed", device="m", speed=0) == {}
+    await client.until("BLOCK_JOB_READY")
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert qemu_img_compare(src, dst) == "Images are identical."
+
+
+async def test_block_status_walked_once_when_only_the_guest_writes(
+    client: Transcript, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guest disk that shares no writing keeps other processes out (its
+    lock), so every window, holes included, is cut from the first walk."""
+    size = 64 * MiB
+    src = make_image(tmp_path / "src.img", size, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
+    dst = make_image(tmp_path / "dst.img", size)
+    asked: list[tuple[int, int]] = []
+    real = FileNode._block_status
+
+    async def spy(self: FileNode, offset: int, length: int) -> Any:
+        if self.path == str(src):
+            asked.append((offset, length))
+        return await real(self, offset, length)
+
+    monkeypatch.setattr(FileNode, "_block_status", spy)
+    assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
+    assert await client.cmd("blockdev-add", driver="file", node_name="dst", filename=str(dst)) == {}
+    assert await client.cmd("device_add", driver="ide-hd", id="disk0", drive="src") == {}
+    asked.clear()
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m", buf_size=MiB
+    ) == {}  # fmt: skip
+    await client.until("BLOCK_JOB_READY")
+    assert asked == [(0, size)]
+    assert await client.cmd("job-cancel", id="m") == {}
+    await client.until("JSC null")
