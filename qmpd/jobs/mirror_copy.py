@@ -65,6 +65,8 @@ Why this stays correct with several operations in flight:
   again later, never lost.
 * Guest writes meanwhile re-dirty what they touch, so a range written
   during its own copy is copied again, after the copy in flight ends.
+  They do so however they end, also failed or cancelled part way (the
+  source may have changed all the same), unless written through.
 * Another process may write the source too (the job shares writing, as
   QEMU's does): a window's block status is asked when the window is
   taken wherever the first walk could be stale, so what it writes ahead of
@@ -272,30 +274,47 @@ class MirrorCopy(BlockJob):
         if self._through_to_finalize:
             return await self._write_to_finalize(offset, length, data, source_io)
         if not self._may_write_through():
-            result = await source_io()
-            self._redirty(offset, length)
-            return result
-        async with self._holding(offset, offset + length):
-            result = await source_io()
-            if (
-                data == b""
-                or not self._may_write_through()
-                or self.dirty.any_marked(offset, length)
-            ):
-                # A discard (what it reads as is the driver's business), a
-                # mode change meanwhile, or a range still to be copied: the
-                # copy takes it from the source.
-                self._redirty(offset, length)
-                return result
             try:
-                await self._active_write(offset, length, data)
-            except BlockIOError as err:
-                self.actively_synced = False
-                action = self.error_action(self.opts.on_target_error, False, err.errno)
-                if action is BlockErrorAction.REPORT and self._fatal is None:
-                    self._fatal = err.desc
+                return await source_io()
+            finally:
+                # Done, failed part way or cancelled part way: the source
+                # may have changed whatever the request reports (QEMU's
+                # background mode marks the range before it looks at the
+                # result), so the copy takes the range again.
                 self._redirty(offset, length)
-            return result
+        async with self._holding(offset, offset + length):
+            through = mirrored = False
+            try:
+                result = await source_io()
+                if (
+                    data == b""
+                    or not self._may_write_through()
+                    or self.dirty.any_marked(offset, length)
+                ):
+                    # A discard (what it reads as is the driver's business), a
+                    # mode change meanwhile, or a range still to be copied: the
+                    # copy takes it from the source.
+                    return result
+                through = True
+                try:
+                    await self._active_write(offset, length, data)
+                except BlockIOError as err:
+                    action = self.error_action(self.opts.on_target_error, False, err.errno)
+                    if action is BlockErrorAction.REPORT and self._fatal is None:
+                        self._fatal = err.desc
+                    return result
+                mirrored = True
+                return result
+            finally:
+                # The one rule of this path: unless the target got what the
+                # source got, the range is dirty again, whatever stopped it
+                # (a failed or cancelled source request, which may have
+                # changed part of the source, a failed or cancelled target
+                # write, or the copy's turn).
+                if not mirrored:
+                    if through:
+                        self.actively_synced = False
+                    self._redirty(offset, length)
 
     @asynccontextmanager
     async def _holding(self, start: int, end: int) -> AsyncIterator[None]:

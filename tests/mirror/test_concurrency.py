@@ -40,7 +40,8 @@ class MemNode(NullNode):
     so copies mix data and zero pieces.  ``gate``: writes wait for it.
     ``fail_at``: the write covering that offset fails once with EIO.
     ``shared``: other processes may write it (their writes change ``data``
-    directly, unseen by qmpd).
+    directly, unseen by qmpd).  ``hold``: a write whose data has landed
+    sets ``landed`` and is not seen complete until ``hold`` is set.
     """
 
     def __init__(self, name: str, size: int, rng: random.Random) -> None:
@@ -58,6 +59,8 @@ class MemNode(NullNode):
         self.violations: list[str] = []
         self._crowd: tuple[int, trio.Event] | None = None
         self.shared = False
+        self.hold: trio.Event | None = None
+        self.landed = trio.Event()
 
     def others_may_write(self) -> bool:
         return self.shared
@@ -107,6 +110,9 @@ class MemNode(NullNode):
                 raise BlockIOError(errno.EIO)
             self.data[offset : offset + len(data)] = data
             self.completed.add(offset)
+            if self.hold is not None:
+                self.landed.set()
+                await self.hold.wait()
             # As with a worker thread: the data is there some time before
             # the request is seen complete, so two writes may complete in
             # the other order than they landed.
@@ -357,3 +363,52 @@ async def test_pivot_keeps_inflight_guest_writes(
         pivoted.set()
     assert client.event("BLOCK_JOB_COMPLETED").get("error") is None
     assert bytes(dst.data) == bytes(model)
+
+
+@pytest.mark.parametrize(
+    ("copy_mode", "cancelled_in"),
+    [("background", "source"), ("write-blocking", "source"), ("write-blocking", "target")],
+)
+async def test_cancelled_guest_write_is_still_mirrored(
+    client: Transcript, app: App, autojump_clock: MockClock, copy_mode: str, cancelled_in: str
+) -> None:
+    # A guest write cancelled once its data is on the source, before the
+    # job followed it up (re-dirtied the range, or wrote it to the target):
+    # the source differs from the target there, so the range must be
+    # copied again.  No session can cancel a guest write today (commands
+    # are shielded), so the write is cancelled here in-process.
+    rng = random.Random(4)
+    size = 4 * MiB
+    src = add_mem(app, "src", size, rng, fill=0.5)
+    dst = add_mem(app, "dst", size, rng, fill=0.0)
+    job = await start(client, app, granularity=64 * KiB, copy_mode=copy_mode)
+    await client.until("BLOCK_JOB_READY")
+    flt = job.filter
+    assert flt is not None
+    app.graph.attach(flt, NodeUser("guest", BACKEND_KIND, DISK_PERM, DISK_SHARED | Perm.WRITE))
+    if cancelled_in == "source":
+        src.hold = trio.Event()
+    else:
+        dst.gate = trio.Event()
+    offset, data = MiB + 4 * KiB, rng.randbytes(100 * KiB)
+
+    async def guest(scope: trio.CancelScope) -> None:
+        with scope:
+            await flt.write(offset, data)
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guest, scope)
+        if cancelled_in == "source":
+            await src.landed.wait()
+        else:
+            await dst.until_active(1)
+        assert bytes(src.data[offset : offset + len(data)]) == data
+        scope.cancel()
+    assert scope.cancelled_caught
+    src.hold = dst.gate = None
+    assert bytes(dst.data[offset : offset + len(data)]) != data
+    assert await client.cmd("job-complete", id="m") == {}
+    await client.until("JSC null")
+    assert client.event("BLOCK_JOB_COMPLETED").get("error") is None
+    assert bytes(dst.data) == bytes(src.data)
