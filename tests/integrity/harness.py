@@ -94,6 +94,13 @@ class Content:
         end = self.size if length is None else min(offset + length, self.size)
         self.known[offset:end] = bytes(end - offset)
 
+    def maybe_zero(self) -> int:
+        """An int whose byte i is 1 where the image may read 0 (a known
+        zero, or an unknown byte); use with :func:`count_ones`."""
+        zero = int.from_bytes(self.data.translate(_IS_ZERO), "big")
+        unknown = int.from_bytes(self.known.translate(_IS_ZERO), "big")
+        return zero | unknown
+
     def runs(self) -> Iterator[tuple[int, int, int]]:
         """``(offset, length, byte)`` for each run of known, equal bytes."""
         # Where byte i differs from byte i + 1, found in C (big-int XOR).
@@ -123,6 +130,14 @@ class Content:
             if len(bad) >= 8:
                 break
         return bad
+
+
+_IS_ZERO = bytes([1] + [0] * 255)
+
+
+def count_ones(mask: int, size: int) -> int:
+    """How many bytes of a :meth:`Content.maybe_zero` mask are 1."""
+    return mask.to_bytes(size, "big").count(1)
 
 
 _ONES = re.compile(b"\x01+")

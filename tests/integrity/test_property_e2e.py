@@ -59,6 +59,7 @@ from .harness import (
     Qmpd,
     content_errors,
     corrupted,
+    count_ones,
     env_int,
     false_zero_claims,
     hang_up_after,
@@ -152,6 +153,9 @@ class Mirror:
     #: Ranges written on the source behind the job's back (below its
     #: filter): the copy may or may not have them.
     bypassed: list[tuple[int, int]] = field(default_factory=list)
+    #: Bytes the job may skip (where both images may read as zero), while
+    #: nothing has written the source since the start (else None).
+    may_skip: int | None = None
 
     def __repr__(self) -> str:
         return f"<mirror {self.job} {self.source} -> {self.target}>"
@@ -304,6 +308,9 @@ class DaemonMachine(RuleBasedStateMachine):
 
     def record_write(self, image: Image, offset: int, length: int, byte: int, out: str) -> None:
         """Model a write's outcome (qemu-io's text)."""
+        if image.role == "source":
+            assert image.job is not None
+            self.mirrors[image.job].may_skip = None
         if image.role == "source" and image.qdev is None:
             # qemu-io on the node itself writes below the mirror's filter:
             # QEMU 11.1's mirror does not see such a write either.
@@ -498,6 +505,7 @@ class DaemonMachine(RuleBasedStateMachine):
         if image.role == "source":
             assert image.job is not None
             self.mirrors[image.job].bypassed.append((offset, length))
+            self.mirrors[image.job].may_skip = None
 
     # -------------------------------------------------------------- mirrors
 
@@ -544,8 +552,10 @@ class DaemonMachine(RuleBasedStateMachine):
             self.client.job_event(job, "JOB_STATUS_CHANGE")  # created
         else:
             self.client.ok("blockdev-mirror", **args)
+        both_zero = source.content.maybe_zero() & target.content.maybe_zero()
         self.mirrors[job] = Mirror(job, source, target, limited=limited,
-                                   auto_finalize=auto_finalize)  # fmt: skip
+                                   auto_finalize=auto_finalize,
+                                   may_skip=count_ones(both_zero, SIZE))  # fmt: skip
         source.job, source.role = job, "source"
         target.job, target.role = job, "target"
         target.content.forget()  # the copy is under way
@@ -582,12 +592,21 @@ class DaemonMachine(RuleBasedStateMachine):
         )
         if event["event"] == "BLOCK_JOB_READY":
             mirror.ready = True
+            self.check_skipped(mirror)
             return
         # A fault ended it (an injected error on the source or the target).
         assert "error" in event["data"], event
         assert self.faults(mirror), event
         self.client.events.append(event)  # wait_end takes it again
         self.wait_end(mirror)
+
+    def check_skipped(self, mirror: Mirror) -> None:
+        """x-zero-stats' ``skipped`` claims that many bytes read as zero on
+        both sides: no more than the model allows."""
+        (info,) = [j for j in self.client.ok("query-block-jobs") if j["device"] == mirror.job]
+        stats = info["x-zero-stats"]
+        if mirror.may_skip is not None:
+            assert stats["skipped"] <= mirror.may_skip, (mirror, stats, mirror.may_skip)
 
     def lift_speed_limit_of(self, mirror: Mirror) -> None:
         self.client.try_("block-job-set-speed", device=mirror.job, speed=0)
@@ -600,6 +619,7 @@ class DaemonMachine(RuleBasedStateMachine):
                             pending_write: tuple[tuple[int, int], int] | None) -> None:  # fmt: skip
         mirror = data.draw(st.sampled_from([m for m in self.mirrors.values() if m.ready]))
         writer: list[tuple[Client, tuple[int, int], int]] = []
+        via_device = mirror.source.qdev is not None
 
         def write_while_pending() -> None:
             # The job waits for job-finalize: a guest write sent now (by a
@@ -628,7 +648,9 @@ class DaemonMachine(RuleBasedStateMachine):
             other.close()
             outs.append(str(reply.get("return", reply)).replace("\r\n", "\n"))
         self.ended(mirror, end, pivots=finish == "complete")
-        pivoted = finish == "complete" and "error" not in end["data"]
+        # With a device, the guest's disk is the target after a pivot; a
+        # write on the node (below the job's filter) stays on the source.
+        pivoted = finish == "complete" and "error" not in end["data"] and via_device
         for out, (_, (offset, length), byte) in zip(outs, writer, strict=True):
             # The disk the guest has now must hold an acknowledged write;
             # the other image may or may not.
