@@ -62,9 +62,6 @@ from .harness import (
 pytestmark = [pytest.mark.qemu, pytest.mark.slow, needs_tools]
 
 SIZE = 16 * MiB
-#: Defects of issue 10 that main still has: the checks that find them wait
-#: (each use is marked XXX) until the fix lands.
-OPEN_DEFECTS: set[int] = set()
 #: Errors a client sees when the daemon dies under it.
 GONE = (EOFError, ConnectionError, OSError)
 
@@ -185,11 +182,10 @@ class Round:
         # A read-write open of a dirty image repairs it, as QEMU's does:
         # once closed, it is clean (an image the kill left with the dirty
         # bit clear may keep leaked clusters, in QEMU too).
-        if 14 not in OPEN_DEFECTS:
-            report = img_check(survivor.path)
-            assert not img_dirty(survivor.path), (survivor.path, "still dirty", report)
-            if survivor.dirty:
-                assert report.get("leaks", 0) == 0, (survivor.path, "not repaired", report)
+        report = img_check(survivor.path)
+        assert not img_dirty(survivor.path), (survivor.path, "still dirty", report)
+        if survivor.dirty:
+            assert report.get("leaks", 0) == 0, (survivor.path, "not repaired", report)
 
     # ---------------------------------------------------------------- scenarios
 
