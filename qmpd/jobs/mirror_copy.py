@@ -33,12 +33,10 @@ Copying is done by *operations* (:class:`_Op`), several at once, as
 QEMU does.  The job's main task (:meth:`MirrorCopy._copy_loop`) takes the
 next dirty *window* (a run of whole chunks, at most ``buf-size`` bytes),
 clears it in the dirty bitmap, records it as in flight, asks the source's
-block status for it (cut from the walk made at the start where that is
-still safe, see :mod:`qmpd.block.status_snapshot`: nothing of qmpd's
-wrote the source since, and no zero claim where another process may
-write it; else a fresh query, as QEMU asks per chunk, so that another
-process's write ahead of the copy is copied) and starts one operation per
-piece in a nursery:
+block status for it (cut from the walk made at the start while nothing
+of qmpd's wrote the source since, else a fresh query; see
+:mod:`qmpd.block.status_snapshot`) and starts one operation per piece in
+a nursery:
 a zero extent (skipped when the zero bits cover it, else a zero write with
 unmapping allowed, bits set) or at most ``max(buf-size/16, 1 MiB)`` bytes
 of data, plus a tail shorter than a chunk that would be left over (bits
@@ -68,10 +66,12 @@ Why this stays correct with several operations in flight:
   They do so however they end, also failed or cancelled part way (the
   source may have changed all the same), unless written through.
 * Another process may write the source too (the job shares writing, as
-  QEMU's does): a window's block status is asked when the window is
-  taken wherever the first walk could be stale, so what it writes ahead of
-  the copy is copied; what it writes behind the copy is not (nothing tells
-  the job, nor QEMU's).
+  QEMU's does), so a zero claim cut from the first walk may be stale: before
+  ready the job asks the block status of the whole source again
+  (:meth:`MirrorCopy._confirm_status`) and copies where such a claim no
+  longer holds.  What another process writes ahead of the copy is copied,
+  as by QEMU's, which asks per chunk; what it writes after that is not
+  (nothing tells the job, nor QEMU's).
 * Only an operation writes the target inside its own bytes (write-through
   is refused there), so the snapshot of the zero bits taken when its
   window was cleared still tells what those bytes read as: a chunk part
@@ -93,7 +93,8 @@ Why this stays correct with several operations in flight:
   operations stop after their current request; the main task drains and
   returns.
 
-No dirty chunk and nothing in flight: flush the target, ``ready``
+No dirty chunk and nothing in flight: confirm the first walk, flush the
+target (after any write-behind), ``ready``
 (BLOCK_JOB_READY); the job keeps copying new writes until completed or
 cancelled (completion and pivot: :mod:`qmpd.jobs.mirror`).
 
@@ -251,7 +252,8 @@ class MirrorCopy(BlockJob):
         self._through_to_finalize = False
         self._replied = False
         #: The source's block status from the start of the copy, reused for
-        #: windows where still safe: one walk instead of one query per window.
+        #: windows (one walk instead of one query per window) until it is
+        #: confirmed before ready (see :meth:`_confirm_status`).
         self._status_map: StatusSnapshot | None = None
         #: Bytes of data pieces started since the last write-behind started.
         self._unsynced = 0
@@ -470,6 +472,8 @@ class MirrorCopy(BlockJob):
                     return
                 continue
             if not self.is_ready:
+                if await self._confirm_status():
+                    continue
                 # In sync: make it durable before saying so (QEMU flushes
                 # the target before ready).
                 if not await self._flush_target():
@@ -592,14 +596,32 @@ class MirrorCopy(BlockJob):
 
     def _mapped_status(self, start: int, end: int) -> list[Extent] | None:
         """``[start, end)``'s block status from the map, or None when there
-        is no map (any more) or it may be stale there."""
+        is no map or it answers nothing any more."""
+        snapshot = self._status_map
+        return None if snapshot is None else snapshot.get(start, end)
+
+    async def _confirm_status(self) -> bool:
+        """In sync before ready: confirm the zero claims taken from the
+        first walk (another process may have written there since, see
+        :mod:`qmpd.block.status_snapshot`) and mark what no longer reads
+        as zero dirty; the map is gone afterwards, so this happens once.
+        True when the loop has work again: ranges to copy, or a failed
+        block-status query to act on (policy ``on-source-error``, the map
+        kept for the retry)."""
         snapshot = self._status_map
         if snapshot is None:
-            return None
-        if not snapshot.reusable():
-            self._status_map = None
-            return None
-        return snapshot.get(start, end)
+            return False
+        try:
+            changed = await snapshot.confirm()
+        except BlockIOError as err:
+            self._io_failed(True, err, 0, 0)
+            return True
+        self._status_map = None
+        for ext in changed:
+            if self._in_sync_scope(ext):
+                self.dirty.mark(ext.start, ext.length)
+        self._update_remaining()
+        return bool(self.dirty.count())
 
     async def _run_op(self, op: _Op) -> None:
         """One operation: waits for a slot, then one request (a zero write or

@@ -216,10 +216,8 @@ async def test_block_status_walked_once(
     client: Transcript, app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job asks the source's block status once for the whole image
-    and reuses it per window while nothing of qmpd's writes the source (a
-    window of data even though other processes may write it: a claim of
-    data is never wrong enough to lose any); a write anywhere below the
-    job's view of the source ends that."""
+    and reuses it per window while nothing of qmpd's writes the source; a
+    write anywhere below the job's view of the source ends that."""
     src = make_image(tmp_path / "src.img", 64 * MiB, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
     dst = make_image(tmp_path / "dst.img", 64 * MiB)
     asked: list[tuple[int, int]] = []

@@ -4,9 +4,9 @@ write it), and the block status the job reuses from its first walk.
 
 A write ahead of the copy must be copied: QEMU's mirror asks the block
 status per chunk as it goes, so it finds the new data (checked with QEMU
-11.1).  The walk qmpd makes at the start is reused per window only where
-that is still safe (see :mod:`qmpd.block.status_snapshot`): with a guest
-disk on the source that lets nobody else write, everywhere.
+11.1).  qmpd cuts each window's block status from the walk it makes at the
+start, and confirms that walk's zero claims with one more walk before
+ready (see :mod:`qmpd.block.status_snapshot`).
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ async def test_outside_write_ahead_of_the_copy_is_mirrored(
     assert qemu_img_compare(src, dst) == "Images are identical."
 
 
-async def test_block_status_walked_once_when_only_the_guest_writes(
+async def test_source_walked_twice_not_per_window(
     client: Transcript, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A guest disk that shares no writing keeps other processes out (its
-    lock), so every window, holes included, is cut from the first walk."""
+    """The bench's case, without another writer: every window, holes
+    included, is cut from the first walk, and one more walk before ready
+    confirms the holes.  (Per window, a 4 GiB source took ~250 queries on
+    the job's task, 10-15% of the time to ready.)"""
     size = 64 * MiB
     src = make_image(tmp_path / "src.img", size, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
     dst = make_image(tmp_path / "dst.img", size)
@@ -69,12 +71,11 @@ async def test_block_status_walked_once_when_only_the_guest_writes(
     monkeypatch.setattr(FileNode, "_block_status", spy)
     assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
     assert await client.cmd("blockdev-add", driver="file", node_name="dst", filename=str(dst)) == {}
-    assert await client.cmd("device_add", driver="ide-hd", id="disk0", drive="src") == {}
     asked.clear()
     assert await client.cmd(
         "blockdev-mirror", device="src", target="dst", sync="full", job_id="m", buf_size=MiB
     ) == {}  # fmt: skip
     await client.until("BLOCK_JOB_READY")
-    assert asked == [(0, size)]
+    assert asked == [(0, size), (0, size)]
     assert await client.cmd("job-cancel", id="m") == {}
     await client.until("JSC null")
