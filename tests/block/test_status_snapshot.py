@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from qmpd.block.backend import DISK_PERM, DISK_SHARED
 from qmpd.block.extents import Extent
 from qmpd.block.file import FileNode
 from qmpd.block.graph import BlockGraph
+from tests.mirror.conftest import spy_block_status
 
 MiB = 1 << 20
 #: A disk that writes and shares writing (share-rw=on), as the parties of
@@ -64,18 +64,6 @@ def outside_write(image: Path, offset: int, length: int = 4096) -> None:
         os.close(fd)
 
 
-def count_walks(node: FileNode, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    asked: list[tuple[int, int]] = []
-    real = FileNode._block_status
-
-    async def spy(self: FileNode, offset: int, length: int) -> Any:
-        asked.append((offset, length))
-        return await real(self, offset, length)
-
-    monkeypatch.setattr(FileNode, "_block_status", spy)
-    return asked
-
-
 async def test_parts_are_cut_from_one_walk(node: FileNode) -> None:
     snapshot = await node.status_snapshot(0, node.size)
     assert runs(snapshot.extents) == [(0, MiB, False), (MiB, 7 * MiB, True)]
@@ -101,7 +89,7 @@ async def test_confirm_asks_nothing_when_no_zero_claim_was_served(
     node: FileNode, image: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot = await node.status_snapshot(0, node.size)
-    asked = count_walks(node, monkeypatch)
+    asked = spy_block_status(monkeypatch)
     outside_write(image, 0)  # over data: a claim of data stays true enough
     assert runs(snapshot.get(0, MiB)) == [(0, MiB, False)]
     assert await snapshot.confirm() == []

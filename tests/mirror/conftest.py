@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from qmpd.block.file import FileNode
 from tests.support.qemu_tools import system_tool, system_tool_or_skip, why_system_missing
 
 MiB = 1 << 20
@@ -68,3 +69,20 @@ def qemu_img_map(path: Path) -> list[dict[str, Any]]:
 def data_ranges(entries: list[dict[str, Any]]) -> list[tuple[int, int]]:
     """``(start, length)`` of the extents qemu-img map calls data."""
     return [(e["start"], e["length"]) for e in entries if e["data"]]
+
+
+def spy_block_status(
+    monkeypatch: pytest.MonkeyPatch, path: Path | None = None
+) -> list[tuple[int, int]]:
+    """``(offset, length)`` of every block-status query a host file answers
+    from now on (only the file at ``path``, when given), in order."""
+    asked: list[tuple[int, int]] = []
+    real = FileNode._block_status
+
+    async def spy(self: FileNode, offset: int, length: int) -> Any:
+        if path is None or self.path == str(path):
+            asked.append((offset, length))
+        return await real(self, offset, length)
+
+    monkeypatch.setattr(FileNode, "_block_status", spy)
+    return asked

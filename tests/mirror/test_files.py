@@ -28,6 +28,7 @@ from tests.mirror.conftest import (
     needs_qemu_img,
     qemu_img_compare,
     qemu_img_map,
+    spy_block_status,
 )
 from tests.support.transcript import Transcript
 
@@ -220,14 +221,7 @@ async def test_block_status_walked_once(
     write anywhere below the job's view of the source ends that."""
     src = make_image(tmp_path / "src.img", 64 * MiB, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
     dst = make_image(tmp_path / "dst.img", 64 * MiB)
-    asked: list[tuple[int, int]] = []
-    real = FileNode._block_status
-
-    async def spy(self: FileNode, offset: int, length: int) -> Any:
-        asked.append((offset, length))
-        return await real(self, offset, length)
-
-    monkeypatch.setattr(FileNode, "_block_status", spy)
+    asked = spy_block_status(monkeypatch)
     assert await client.cmd(
         "blockdev-add", driver="raw", node_name="src",
         file={"driver": "file", "node-name": "src-file", "filename": str(src)},

@@ -12,14 +12,18 @@ ready (see :mod:`qmpd.block.status_snapshot`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
-from qmpd.block.file import FileNode
 from tests.block.conftest import needs_qemu_io, qemu_io
-from tests.mirror.conftest import MiB, make_image, needs_qemu_img, qemu_img_compare
+from tests.mirror.conftest import (
+    MiB,
+    make_image,
+    needs_qemu_img,
+    qemu_img_compare,
+    spy_block_status,
+)
 from tests.support.transcript import Transcript
 
 
@@ -60,15 +64,7 @@ async def test_source_walked_twice_not_per_window(
     size = 64 * MiB
     src = make_image(tmp_path / "src.img", size, [(i * 4 * MiB, MiB, 0x66) for i in range(16)])
     dst = make_image(tmp_path / "dst.img", size)
-    asked: list[tuple[int, int]] = []
-    real = FileNode._block_status
-
-    async def spy(self: FileNode, offset: int, length: int) -> Any:
-        if self.path == str(src):
-            asked.append((offset, length))
-        return await real(self, offset, length)
-
-    monkeypatch.setattr(FileNode, "_block_status", spy)
+    asked = spy_block_status(monkeypatch, src)
     assert await client.cmd("blockdev-add", driver="file", node_name="src", filename=str(src)) == {}
     assert await client.cmd("blockdev-add", driver="file", node_name="dst", filename=str(dst)) == {}
     asked.clear()
