@@ -42,6 +42,7 @@ class MemNode(NullNode):
     ``shared``: other processes may write it (their writes change ``data``
     directly, unseen by qmpd).  ``hold``: a write whose data has landed
     sets ``landed`` and is not seen complete until ``hold`` is set.
+    ``status_fails``: that many block-status queries fail with EIO.
     """
 
     def __init__(self, name: str, size: int, rng: random.Random) -> None:
@@ -60,6 +61,8 @@ class MemNode(NullNode):
         self._crowd: tuple[int, trio.Event] | None = None
         self.shared = False
         self.hold: trio.Event | None = None
+        #: Block-status queries still to fail with EIO.
+        self.status_fails = 0
         self.landed = trio.Event()
 
     def others_may_write(self) -> bool:
@@ -125,6 +128,9 @@ class MemNode(NullNode):
         return "written"
 
     async def _block_status(self, offset: int, length: int) -> list[Extent]:
+        if self.status_fails:
+            self.status_fails -= 1
+            raise BlockIOError(errno.EIO)
         out = []
         for pos in range(offset, offset + length, BLOCK):
             n = min(BLOCK, offset + length - pos)
@@ -302,6 +308,37 @@ async def test_outside_writes_ahead_of_the_copy_are_mirrored(
     assert max(dst.started, default=0) < buf
     assert await client.cmd("block-job-set-speed", device="m", speed=0) == {}
     await complete(client)
+    assert bytes(dst.data) == bytes(src.data)
+
+
+@pytest.mark.parametrize("policy", ["report", "ignore", "stop"])
+async def test_failed_confirmation_of_the_first_walk(
+    client: Transcript, app: App, autojump_clock: MockClock, policy: str
+) -> None:
+    # The walk before ready that confirms the zero claims cut from the
+    # first one fails: a source error under on-source-error.  Ready only
+    # once it succeeded, and then with the outside write copied.
+    rng = random.Random(5)
+    src = add_mem(app, "src", 4 * MiB, rng, fill=0.3)
+    src.shared = True
+    dst = add_mem(app, "dst", 4 * MiB, rng, fill=0.0)
+    await start(client, app, granularity=64 * KiB, buf_size=256 * KiB, on_source_error=policy)
+    # Windows come from the first walk; the next query is the confirmation.
+    src.status_fails = 1
+    hole = next(p for p in range(256 * KiB, 4 * MiB, 64 * KiB) if not any(src.data[p : p + 4096]))
+    src.data[hole : hole + 4096] = b"\x42" * 4096
+    if policy == "report":
+        await client.until("JSC null")
+        assert client.event("BLOCK_JOB_COMPLETED")["error"] == "Input/output error"
+        assert "BLOCK_JOB_READY" not in client.entries
+        return
+    if policy == "stop":
+        await client.until("JSC paused")
+        assert await client.cmd("job-resume", id="m") == {}
+    await complete(client)
+    assert client.event("BLOCK_JOB_ERROR") == {
+        "device": "m", "operation": "read", "action": policy,
+    }  # fmt: skip
     assert bytes(dst.data) == bytes(src.data)
 
 
