@@ -45,11 +45,12 @@ host files, see :meth:`BlockNode.copy_to`, else read and written).  Then
 it goes on with the next window, so pieces of different dirty runs are in
 flight together.  Before ready, every 16 MiB of data pieces starts a
 sync of the target (:meth:`MirrorCopy._write_behind`), so that the flush
-before ready (which waits for it) finds little left to write.  At most 16 operations (QEMU's
-MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of data pieces (give
-or take those tails), do I/O at once (a capacity limiter; at least one);
-the main task starts no new window while that many are started.  With a speed
-limit it waits for each window's operations, then for the limiter.
+before ready (which waits for it) finds little left to write.  At most 16
+operations (QEMU's MAX_IN_FLIGHT), and no more than ``buf-size`` bytes of
+data pieces (give or take those tails), do I/O at once (a capacity
+limiter; at least one); the main task starts no new window while that many
+are started.  With a speed limit it waits for each window's operations,
+then for the limiter.
 
 Why this stays correct with several operations in flight:
 
