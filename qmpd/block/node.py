@@ -686,7 +686,14 @@ class BlockNode:
                 await self.flush()
             except BlockIOError as exc:
                 log.warning("node %s: flush before close failed: %s", self.name, exc.desc)
+            await self._before_close()
         self.close()
+
+    async def _before_close(self) -> None:
+        """A writable driver's own work at close, after the flush whatever
+        its outcome, with the children still open (QEMU's bdrv_close calls
+        the driver's close after bdrv_flush).  Raises nothing."""
+        return None
 
     def close(self) -> None:
         """Release host resources; the node must not be used afterwards.

@@ -5,6 +5,7 @@ images they leave are then judged with ``qemu-img``."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from tests.mirror.procs import SyncClient
 from tests.support.daemons import qmpd_kind, running, wait_for_socket
 from tests.support.qemu_tools import new_tool, why_new_missing
 
-from .conftest import IMGS, QEMU_IO, check_clean, img, needs_qemu, run
+from .conftest import IMGS, QEMU_IO, check_clean, check_consistent, img, needs_qemu, run
 
 MiB = 1 << 20
 
@@ -134,3 +135,37 @@ def test_no_flush_keeps_flushed_data_through_sigkill(kind: str, tmp_path: Path) 
         check_clean(path)
     assert _reads(path, 0x11, MiB, MiB)
     assert _reads(path, 0x22, 5 * MiB, 65536)
+
+
+@needs_qemu
+@pytest.mark.parametrize("kind", ["qmpd", "qemu-11.1"])
+@pytest.mark.parametrize("once", [False, True], ids=["failing", "once"])
+def test_close_after_failed_flush_leaves_the_image_dirty(
+    kind: str, once: bool, tmp_path: Path
+) -> None:
+    # QEMU's close flushes, then writes back and marks the image clean
+    # again (qcow2_inactivate), only if that second flush succeeds: a rule
+    # that keeps failing flushes leaves the dirty bit set, one used up by
+    # the first flush does not.
+    path = tmp_path / "a.qcow2"
+    img("create", "-f", "qcow2", "-o", "lazy_refcounts=on", str(path), "8M")
+    with _daemon(kind, tmp_path) as (client, _):
+        rule = {"event": "flush_to_disk", "iotype": "flush", "errno": 5, "once": once}
+        debug = {
+            "driver": "blkdebug",
+            "image": {"driver": "file", "filename": str(path)},
+            "inject-error": [rule],
+        }
+        reply = client.execute("blockdev-add", driver="qcow2", node_name="q", file=debug)
+        assert reply == {}, reply
+        _hmp(client, "write -P 0x11 0 100k")
+        assert client.execute("blockdev-del", node_name="q") == {}
+    assert _dirty(path) is not once
+    check_consistent(path)
+    if once:
+        assert _reads(path, 0x11, 0, 100 * 1024)
+
+
+def _dirty(path: Path) -> bool:
+    """Whether the header's dirty bit is set (qemu-img info does not repair)."""
+    return bool(json.loads(img("info", "--output=json", str(path)).stdout)["dirty-flag"])

@@ -20,8 +20,12 @@ clusters at worst, and the image needs no dirty bit.  Only with lazy
 refcounts (QEMU's ``lazy_refcounts``) does the node set the dirty bit
 (incompatible bit 0) durably before the first metadata change after a
 flush; ``flush`` clears it again (unless a write is in flight), and so
-does a clean close.  An image found dirty is read normally, and repaired
-when opened read-write (:mod:`.repair`, as QEMU does at open).  A new L2
+does a clean close.  Only a flush that succeeded may clear it: a close
+after a failed flush tries once more through the file child (QEMU's
+qcow2_inactivate), and when that fails too, leaves the image as a crash
+would, dirty (see ``_before_close`` and ``_close_image``).  An image found dirty is read
+normally, and repaired when opened read-write (:mod:`.repair`, as QEMU
+does at open).  A new L2
 table's L1 entry is written after a sync has made the table durable: by
 the next flush, ``write_behind`` or close (see :mod:`.tables`).  A power
 loss may reorder the writes between two syncs: within a flush interval
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import zlib
 from array import array
 from dataclasses import dataclass, field, replace
@@ -68,6 +73,8 @@ from .zero import ScanCache, flag_valid
 
 #: Autoclear bits qmpd maintains; others are cleared before the first write.
 KNOWN_AUTOCLEAR = AUTOCLEAR_QMPD_ALL_ZERO
+
+log = logging.getLogger("qmpd.block")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -121,6 +128,10 @@ class Qcow2Node(Qcow2Info):
         #: would certify refcounts nobody checked.
         self._dirty_on_disk = False
         self._autoclear_done = False
+        #: The node set out to withdraw qmpd's all-zero bit: from then on no
+        #: header it writes carries the bit, even while that withdrawal has
+        #: not succeeded (see :meth:`_write_header`).
+        self._zero_claim_withdrawn = False
         self._scan = ScanCache()
         self._inflated: tuple[int, bytes] | None = None
         self._recurse: bool | None = None
@@ -224,8 +235,17 @@ class Qcow2Node(Qcow2Info):
         """The one way the header changes: on disk first (synced too when
         ``durable``), in memory only once that succeeded, so decisions made
         on the memory copy never rest on a change the disk refused.
-        Raises BlockIOError, the memory copy unchanged."""
-        await self.store.write(0, encode_header(header))
+        Raises BlockIOError, the memory copy unchanged.
+
+        Once the all-zero bit is being withdrawn, the bytes written never
+        carry it, whatever ``header`` says: a failed withdrawal may have
+        reached the disk, and no later header (a dirty bit, a close) may
+        assert the bit again.  The memory copy keeps it until a durable
+        withdrawal succeeds (:meth:`before_data` goes on trying)."""
+        on_disk = header
+        if self._zero_claim_withdrawn:
+            on_disk = header.with_(autoclear=header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO)
+        await self.store.write(0, encode_header(on_disk))
         if durable:
             await self.store.flush()
         self.header = header
@@ -293,6 +313,7 @@ class Qcow2Node(Qcow2Info):
         """A non-zero byte is about to land in the layer (see
         :func:`.write.land`): withdraw the all-zero bit first, durably."""
         if self.all_zero_bit:
+            self._zero_claim_withdrawn = True
             await self._write_header(
                 self.header.with_(autoclear=self.header.autoclear & ~AUTOCLEAR_QMPD_ALL_ZERO),
                 durable=True,
@@ -387,24 +408,31 @@ class Qcow2Node(Qcow2Info):
         # cache.no-flush skips).
         self.store.event("flush_to_os")
         async with self._lock:
-            if self.tables.pending:
-                # The new L2 tables must be durable before the L1 table
-                # points at them.
-                await self.store.flush()
-                await self.tables.commit_l1()
-            if not self.options.cache_no_flush:
-                self.store.event("flush_to_disk")
+            await self._write_back(announce=not self.options.cache_no_flush)
+
+    async def _write_back(self, *, announce: bool) -> None:
+        """Write what the node holds back (pending L1 entries), make the
+        file durable and, when that succeeded, mark the image clean; with
+        ``announce``, raise flush_to_disk before the sync.  Called with the
+        lock held.  Raises BlockIOError; the image then stays dirty."""
+        if self.tables.pending:
+            # The new L2 tables must be durable before the L1 table
+            # points at them.
             await self.store.flush()
-            # Not while a write is in flight: clusters it allocated are not
-            # linked yet (a crash now would leave them leaked).
-            if self._dirty_on_disk and not self.read_only and not self._in_flight:
-                await self._write_header(
-                    self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
-                )
-                # From here the next change sets the bit again, even if
-                # this sync fails.
-                self._dirty_on_disk = False
-                await self.store.flush()
+            await self.tables.commit_l1()
+        if announce:
+            self.store.event("flush_to_disk")
+        await self.store.flush()
+        # Not while a write is in flight: clusters it allocated are not
+        # linked yet (a crash now would leave them leaked).
+        if self._dirty_on_disk and not self.read_only and not self._in_flight:
+            await self._write_header(
+                self.header.with_(incompatible=self.header.incompatible & ~INCOMPAT_DIRTY)
+            )
+            # From here the next change sets the bit again, even if
+            # this sync fails.
+            self._dirty_on_disk = False
+            await self.store.flush()
 
     async def write_behind(self, offset: int, length: int) -> bool:
         """The hint of a writer that will flush soon (the mirror gives it
@@ -596,6 +624,18 @@ class Qcow2Node(Qcow2Info):
             return cow_child_perms(perm, shared)
         return storage_child_perms(perm, shared, writable=not self.read_only)
 
+    async def _before_close(self) -> None:
+        # QEMU's qcow2_inactivate, after the generic flush of aclose:
+        # write back and sync once more through the file child (so its
+        # blkdebug rules apply again, as to QEMU's cache flush there), and
+        # mark the image clean only if that succeeded.  After a failure,
+        # close() finds the failed flush and leaves the image alone.
+        try:
+            async with self._lock:
+                await self._write_back(announce=False)
+        except BlockIOError as exc:
+            log.warning("node %s: image left dirty at close: %s", self.name, exc.desc)
+
     def close(self) -> None:
         if not self.closed:
             self._close_image()
@@ -605,7 +645,15 @@ class Qcow2Node(Qcow2Info):
         """Everything but pending L1 entries is written through already:
         make it durable, write those entries, then mark the image clean.
         Where that cannot be done here the image stays dirty and is
-        repaired on the next read-write open."""
+        repaired on the next read-write open.
+
+        Never after a failed flush (one the file's rules failed, which
+        this path cannot see, or a failed sync): nothing written since the
+        last good one is known durable, and the image stays as a crash
+        would leave it (QEMU's close marks clean only after a successful
+        write-back)."""
+        if self.store.flush_failed:
+            return
         for offset, data in self.tables.pending_writes():
             if not pwrite_and_sync_now(self.file, offset, data, sync_first=True):
                 return

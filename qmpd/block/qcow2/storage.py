@@ -9,7 +9,9 @@ reaches the host file through ``raw`` windows and filters (``blkdebug``)
 with positional I/O, which never blocks the event loop for longer than a
 page-cache copy; any other child is refused at open with a clear error.
 The synchronous path passes blkdebug by without its rules: faults are
-injected into the requests of an open node.
+injected into the requests of an open node, and a daemon closes a node
+through the async path first (``BlockNode.aclose``), so that the
+synchronous close never succeeds where a flush with the rules failed.
 
 Every async request may name the blkdebug event (BlkdebugEvent) QEMU's
 qcow2 driver raises on its file child just before the same request, so
@@ -36,6 +38,12 @@ class Storage:
 
     def __init__(self, node: BlockNode) -> None:
         self.node = node
+        #: The last flush of the file failed: what was written since the
+        #: last one that succeeded is not known to be durable, and nothing
+        #: may be built on it (a close must not mark the image clean) until
+        #: a flush succeeds again.  A host file whose sync failed never
+        #: succeeds again (FileNode.sync); an injected failure may.
+        self.flush_failed = False
 
     @property
     def size(self) -> int:
@@ -78,7 +86,14 @@ class Storage:
             await self.node.truncate(-(-(size + step) // _GROWTH_ALIGN) * _GROWTH_ALIGN)
 
     async def flush(self) -> None:
-        await self.node.flush()
+        """Make the file's writes durable.  Raises BlockIOError, and
+        remembers the failure in :attr:`flush_failed`."""
+        try:
+            await self.node.flush()
+        except BlockIOError:
+            self.flush_failed = True
+            raise
+        self.flush_failed = False
 
 
 def _host_file(node: BlockNode) -> tuple[FileNode, int]:
