@@ -268,7 +268,8 @@ class BlkdebugNode(BlockNode):
             return
         if not verdict.immediately:
             await trio.lowlevel.checkpoint()
-        raise BlockIOError(verdict.errno, os.strerror(verdict.errno))
+        # The request is failed in place of being made: nothing landed.
+        raise BlockIOError(verdict.errno, os.strerror(verdict.errno), issued=False)
 
     def _size(self) -> int:
         return self.image.size

@@ -80,11 +80,19 @@ class BlockIOError(GenericError):
 
     The description is ``os.strerror(errno)`` unless given, so a qemu-io
     emulation can print ``write failed: <desc>`` as qemu-io does.
+
+    ``issued`` says whether the request may have reached the storage: a
+    failed write may still have landed, in part or whole (an error after
+    the bytes went out, a partial write), so whoever undoes work after a
+    failure must assume it did unless the error came before anything was
+    issued (``issued=False``: a request refused up front, or a fault
+    blkdebug injects in its place).
     """
 
-    def __init__(self, err: int, desc: str | None = None) -> None:
+    def __init__(self, err: int, desc: str | None = None, *, issued: bool = True) -> None:
         super().__init__(desc if desc is not None else os.strerror(err))
         self.errno = err
+        self.issued = issued
 
 
 @dataclass(frozen=True, slots=True)

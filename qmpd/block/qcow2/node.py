@@ -508,12 +508,21 @@ class Qcow2Node(Qcow2Info):
         try:
             await self.store.write(offset, encode_u64(new), "l1_grow_write_table")
             await self.store.flush()
-            self.store.event("l1_grow_activate_table")
-            await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
         except BlockIOError:
             # Nothing points at the new table: give its clusters back.
             with contextlib.suppress(BlockIOError):
                 await self.refcounts.free(offset, clusters)
+            raise
+        self.store.event("l1_grow_activate_table")
+        try:
+            await self._write_header(header.with_(l1_size=entries, l1_table_offset=offset))
+        except BlockIOError as exc:
+            # An issued header write that failed may still have landed and
+            # switched the image to the new table: then its clusters stay
+            # counted (a leak at worst), never free for another allocation.
+            if not exc.issued:
+                with contextlib.suppress(BlockIOError):
+                    await self.refcounts.free(offset, clusters)
             raise
         # The new table was written whole, pending entries included, and
         # synced with the tables they point at before the header switched.

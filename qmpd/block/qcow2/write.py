@@ -25,9 +25,11 @@ release the old host clusters in contiguous runs, after they are
 unlinked (a crash leaves leaks at worst: no dirty bit is needed).
 
 Clusters are counted before anything points at them; a request that
-fails after counting clusters and before mapping them gives them back
-(:func:`abandon`, as QEMU does), so an injected or real I/O error leaves
-no leak behind.
+fails after counting clusters and before any write that could point at
+them gives them back (:func:`abandon`, as QEMU does), so an injected or
+real I/O error before the link leaves no leak behind.  Once a write
+that links them has been issued, they stay counted even when it failed:
+a failed write may still have landed (see :func:`_link`).
 """
 
 from __future__ import annotations
@@ -329,11 +331,17 @@ async def _link(
     node: Qcow2Node, l2_offset: int, l2_index: int, entries: array[int], olds: list[L2Entry]
 ) -> None:
     """Map a run of new clusters (their content is written), then drop
-    what the entries they replace held."""
+    what the entries they replace held.
+
+    A failed L2 write leaves the new clusters counted (leaked) unless it
+    was never issued: it may have reached the file although it reported
+    an error, and a cluster given back while an entry on disk maps it
+    would be handed out again, two guest clusters on one host cluster."""
     try:
         await node.tables.set_entries(l2_offset, l2_index, entries)
-    except BlockIOError:
-        await _unallocate(node, entries[0] & OFFSET_MASK, len(entries))
+    except BlockIOError as exc:
+        if not exc.issued:
+            await _unallocate(node, entries[0] & OFFSET_MASK, len(entries))
         raise
     await release_all(node, olds)
 
