@@ -23,15 +23,15 @@ flush; ``flush`` clears it again (unless a write is in flight), and so
 does a clean close.  Only a flush that succeeded may clear it: a close
 after a failed flush tries once more through the file child (QEMU's
 qcow2_inactivate), and when that fails too, leaves the image as a crash
-would, dirty (see ``_before_close`` and ``_close_image``).  An image found dirty is read
-normally, and repaired when opened read-write (:mod:`.repair`, as QEMU
-does at open).  A new L2
-table's L1 entry is written after a sync has made the table durable: by
-the next flush, ``write_behind`` or close (see :mod:`.tables`).  A power
-loss may reorder the writes between two syncs: within a flush interval
-qmpd's write-through tables rely on the kernel writing them back in
-order, where QEMU's write-back caches sync refcounts before the L2
-tables that depend on them.
+would, dirty (see ``_before_close`` and ``_close_image``).  An image found
+dirty is read normally, and repaired when opened read-write
+(:mod:`.repair`, as QEMU does at open).  A new L2 table's L1 entry is
+written after a sync has made the table durable: by the next flush,
+``write_behind`` or close (see :mod:`.tables`).  A power loss may
+reorder the writes between two syncs: within a flush interval qmpd's
+write-through tables rely on the kernel writing them back in order, where
+QEMU's write-back caches sync refcounts before the L2 tables that depend
+on them.
 
 Not supported (refused with a clear error): encryption, external data
 files, extended L2 entries, zstd compression, writing to images with
