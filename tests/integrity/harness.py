@@ -375,13 +375,23 @@ def read_matches(client: Client, node: str, offset: int, length: int, byte: int)
     return out if out.strip() else None
 
 
-def zero_claims(client: Client, node: str) -> list[tuple[int, int, str]]:
+def zero_claims(
+    client: Client, node: str, *, faults: bool = False
+) -> list[tuple[int, int, str]]:
     """``(offset, length, why)`` for every range qmpd says reads as zero:
     the whole node when x-query-zero-state says ``open: true``, and each
-    x-blockdev-map extent with ``zero: true``."""
-    extents = client.ok("x-blockdev-map", node_name=node)
+    x-blockdev-map extent with ``zero: true``.  With ``faults`` (blkdebug
+    fails requests below the node) a query may fail instead: no claim."""
+    extents, err = client.try_("x-blockdev-map", node_name=node)
+    if err is not None:
+        assert faults, (node, err)
+        return []
     claims = [(e["start"], e["length"], f"x-blockdev-map {e}") for e in extents if e["zero"]]
-    (state,) = client.ok("x-query-zero-state", node_name=node)
+    states, err = client.try_("x-query-zero-state", node_name=node)
+    if err is not None:
+        assert faults, (node, err)
+        return claims
+    (state,) = states
     if state["open"]["value"]:
         size = sum(e["length"] for e in extents)
         claims.append((0, size, f"x-query-zero-state open ({state['open']['how']})"))
@@ -394,6 +404,7 @@ def false_zero_claims(
     read_node: str | None = None,
     *,
     data: list[tuple[int, int]] | None = None,
+    faults: bool = False,
 ) -> list[str]:
     """The claims of :func:`zero_claims` on ``node`` that a read (of
     ``read_node``, which holds the same bytes, by default ``node``)
@@ -401,7 +412,7 @@ def false_zero_claims(
     ``data`` (QEMU's map of the image: the ranges that may hold non-zero
     bytes) says, and at its head and tail."""
     wrong = []
-    for offset, length, why in zero_claims(client, node):
+    for offset, length, why in zero_claims(client, node, faults=faults):
         for start, count in _pieces(offset, length, data):
             out = read_matches(client, read_node or node, start, count, 0)
             if out is not None and "Pattern verification failed" in out:
