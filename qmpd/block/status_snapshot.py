@@ -22,7 +22,12 @@ from that walk instead of asking per part, under two rules:
   caller relies on what it did with one (a mirror, before it says it is
   in sync), it calls :meth:`StatusSnapshot.confirm`, which asks the node
   again and returns where such a claim no longer holds, for the caller to
-  do again.
+  do again.  Only claims served count, and only until the caller asked
+  the node afresh about their range (:meth:`StatusSnapshot.status`): from
+  then on it relies on the fresh answer, as QEMU's per-chunk query does.
+  Comparing the whole walk instead would take every write of qmpd's own
+  since (which the caller tracks itself, a mirror by its dirty bitmap)
+  for a stale claim and have it done twice.
 
 That keeps QEMU's promise (its mirror asks the block status per chunk as
 it copies, so another process's write ahead of the copy is copied) at the
@@ -45,7 +50,7 @@ class StatusSnapshot:
     count was ``changes`` (see the module docstring).  Made by
     :meth:`~.node.BlockNode.status_snapshot`."""
 
-    __slots__ = ("_changes", "_node", "_provisional", "_starts", "extents")
+    __slots__ = ("_changes", "_claims", "_node", "_starts", "extents")
 
     def __init__(self, node: BlockNode, extents: list[Extent], changes: int | None) -> None:
         self._node = node
@@ -54,8 +59,9 @@ class StatusSnapshot:
         self._starts = [ext.start for ext in extents]
         #: None: answers nothing (the node changed since, or it was confirmed).
         self._changes = changes
-        #: A zero claim was served and not confirmed yet.
-        self._provisional = False
+        #: The zero claims served and not confirmed nor answered afresh
+        #: yet: sorted, disjoint, neighbours merged ``[start, end)``.
+        self._claims: list[tuple[int, int]] = []
 
     def reusable(self) -> bool:
         """Whether :meth:`get` may still answer: nothing of qmpd's has
@@ -68,7 +74,8 @@ class StatusSnapshot:
         """The extents tiling ``[start, end)`` (inside the range taken), cut
         from the snapshot, or None when the caller must ask the node's
         :meth:`~.node.BlockNode.block_status` instead.  A zero claim served
-        is provisional until :meth:`confirm`."""
+        is provisional until :meth:`confirm`, or until :meth:`status`
+        answers its range afresh."""
         if not self.reusable():
             return None
         status = self.extents
@@ -77,38 +84,76 @@ class StatusSnapshot:
         while i < len(status) and status[i].start < end:
             out.append(status[i].clipped(start, end))
             i += 1
-        if any(ext.zero for ext in out):
-            self._provisional = True
+        for ext in out:
+            if ext.zero:
+                self._claim(ext.start, ext.end)
         return out
 
+    async def status(self, start: int, end: int) -> list[Extent]:
+        """The extents tiling ``[start, end)``: cut from the snapshot while
+        :meth:`get` may answer, else the node's fresh block status, which
+        replaces any claim served there (nothing to confirm there any
+        more).  Raises BlockIOError as
+        :meth:`~.node.BlockNode.block_status`."""
+        out = self.get(start, end)
+        if out is None:
+            out = await self._node.block_status(start, end - start)
+            self._settle(start, end)
+        return out
+
+    def _claim(self, start: int, end: int) -> None:
+        claims = self._claims
+        if claims and claims[-1][1] == start:  # windows come in order mostly
+            claims[-1] = (claims[-1][0], end)
+            return
+        self._settle(start, end)
+        i = bisect_right(claims, (start, end))
+        claims.insert(i, (start, end))
+        if i + 1 < len(claims) and claims[i + 1][0] == end:
+            claims[i : i + 2] = [(start, claims[i + 1][1])]
+        if i and claims[i - 1][1] == start:
+            claims[i - 1 : i + 1] = [(claims[i - 1][0], claims[i][1])]
+
+    def _settle(self, start: int, end: int) -> None:
+        """No claim inside ``[start, end)`` needs confirming any more."""
+        kept: list[tuple[int, int]] = []
+        for s, e in self._claims:
+            if e <= start or s >= end:
+                kept.append((s, e))
+                continue
+            if s < start:
+                kept.append((s, start))
+            if e > end:
+                kept.append((end, e))
+        self._claims[:] = kept
+
     async def confirm(self) -> list[Extent]:
-        """Confirm the zero claims served so far: when there were any, ask
-        the node's block status again over the whole range and return the
-        extents of that answer that are not zero where the snapshot said
-        zero (clipped to those places): someone wrote there since.  The
-        snapshot answers nothing more afterwards.
+        """Confirm the zero claims served and not answered afresh since:
+        when there are any, ask the node's block status again over the
+        whole range and return the extents of that answer that are not
+        zero where such a claim was (clipped to those places): someone
+        wrote there since.  The snapshot answers nothing more afterwards.
 
         Raises BlockIOError as :meth:`~.node.BlockNode.block_status` (the
         snapshot is left as it was: confirm again).
         """
-        if not self._provisional:
+        if not self._claims:
             self._changes = None
             return []
         start, end = self.extents[0].start, self.extents[-1].end
         fresh = await self._node.block_status(start, end - start)
         self._changes = None
-        self._provisional = False
+        claims, self._claims = self._claims, []
         out: list[Extent] = []
-        old = [ext for ext in self.extents if ext.zero]
         i = 0
         for ext in fresh:
             if ext.zero:
                 continue
-            while i < len(old) and old[i].end <= ext.start:
+            while i < len(claims) and claims[i][1] <= ext.start:
                 i += 1
             j = i
-            while j < len(old) and old[j].start < ext.end:
-                out.append(ext.clipped(old[j].start, old[j].end))
+            while j < len(claims) and claims[j][0] < ext.end:
+                out.append(ext.clipped(*claims[j]))
                 j += 1
         return out
 

@@ -70,9 +70,12 @@ Why this stays correct with several operations in flight:
   QEMU's does), so a zero claim cut from the first walk may be stale: before
   ready the job asks the block status of the whole source again
   (:meth:`MirrorCopy._confirm_status`) and copies where such a claim no
-  longer holds.  What another process writes ahead of the copy is copied,
-  as by QEMU's, which asks per chunk; what it writes after that is not
-  (nothing tells the job, nor QEMU's).
+  longer holds.  Only claims the copy still relies on count: a window
+  asked afresh (the walk stale after a guest write) settles what was
+  served there, so a guest's write, copied already, is not copied (and
+  its chunk's holes zeroed) a second time.  What another process writes
+  ahead of the copy is copied, as by QEMU's, which asks per chunk; what
+  it writes after that is not (nothing tells the job, nor QEMU's).
 * Only an operation writes the target inside its own bytes (write-through
   is refused there), so the snapshot of the zero bits taken when its
   window was cleared still tells what those bytes read as: a chunk part
@@ -534,9 +537,7 @@ class MirrorCopy(BlockJob):
         window = _Op(start, end, active=False)
         self._ops.append(window)
         try:
-            extents = self._mapped_status(start, end)
-            if extents is None:
-                extents = await self.source.block_status(start, length)
+            extents = await self._source_status(start, end)
         except BlockIOError as err:
             self._io_failed(True, err, start, end)
             return
@@ -595,11 +596,16 @@ class MirrorCopy(BlockJob):
             self._writeback = None
             done.set()
 
-    def _mapped_status(self, start: int, end: int) -> list[Extent] | None:
-        """``[start, end)``'s block status from the map, or None when there
-        is no map or it answers nothing any more."""
+    async def _source_status(self, start: int, end: int) -> list[Extent]:
+        """``[start, end)``'s block status: through the map while there is
+        one (cut from the first walk while that may answer; a fresh answer
+        there settles the claims it served, see
+        :meth:`StatusSnapshot.status`), else asked of the source.  Raises
+        BlockIOError as :meth:`BlockNode.block_status`."""
         snapshot = self._status_map
-        return None if snapshot is None else snapshot.get(start, end)
+        if snapshot is None:
+            return await self.source.block_status(start, end - start)
+        return await snapshot.status(start, end)
 
     async def _confirm_status(self) -> bool:
         """In sync before ready: confirm the zero claims taken from the
