@@ -358,7 +358,14 @@ def test_qcow2_flow(case: Case, daemon: Daemon, tmp_path: Path) -> None:
     stats = ready["x-zero-stats"]
     assert stats["skipped"] > 0, stats
     assert data_before <= stats["copied"] <= data_after + 512 * KiB, stats
-    assert stats["zeroed"] <= 128 * KiB, stats  # the guest's zero writes at most
+    # Zeroed: the guest's zero writes, and the holes of a chunk recopied
+    # whose zero bit a data write cleared (56k around the guest's 4k at 40k
+    # on a raw source, which allocates its first 4k), each once: the
+    # confirmation before ready does not take the guest's writes for
+    # another process's (test_guest_writes_are_not_copied_again_by_the_
+    # confirmation).  Whether the copy of the writes after ready is counted
+    # yet varies, which the bound allows for.
+    assert stats["zeroed"] <= 128 * KiB, stats
     # The target holds the data (to a few clusters: qemu-io's 4k writes
     # allocate whole 64k clusters), not the size; metadata is small.
     assert abs(data_bytes(dst, "qcow2") - data_after) <= 4 * GRANULARITY
