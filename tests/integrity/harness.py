@@ -251,6 +251,13 @@ class Client(SyncClient):
         out = self.ok("human-monitor-command", command_line=f'qemu-io {flag}{target} "{command}"')
         return str(out).replace("\r\n", "\n")
 
+    def reply(self) -> Any:
+        """Read on (keeping events) to the next reply: its return or error."""
+        while True:
+            message = self._read()
+            if "event" not in message:
+                return message.get("return", message.get("error"))
+
     def burst(self, *requests: tuple[str, dict[str, Any]]) -> list[Any]:
         """Send the commands in one write (the daemon reads them together);
         each one's return or error object, in order."""

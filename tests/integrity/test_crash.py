@@ -344,7 +344,7 @@ def scenarios(rng: random.Random, rounds: int) -> Iterator[str]:
 
 def test_sigkill_at_random_points() -> None:
     seed = int(os.environ.get("QMPD_CRASH_SEED") or random.randrange(1 << 32))
-    rounds = env_int("QMPD_CRASH_KILLS", 12, 300)
+    rounds = env_int("QMPD_CRASH_KILLS", 10, 300)
     rng = random.Random(seed)
     tally = Tally()
     workdir = Path(tempfile.mkdtemp(prefix="qmpd-crash-", dir="/tmp"))

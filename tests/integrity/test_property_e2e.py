@@ -2,7 +2,9 @@
 
 Hypothesis drives a real daemon over its Unix socket as a careful user
 would: images made by ``qemu-img`` or by ``blockdev-create`` (raw files
-with any preallocation), opened read-write or read-only and closed,
+with any preallocation, qcow2 overlays over a closed image, which then
+serves as their frozen base), opened read-write or read-only (an overlay
+also without its backing file, to peek at its own zero claims) and closed,
 attached to guest devices; guest writes (HMP ``qemu-io -d`` on the
 device, or ``qemu-io`` on the node) and flushes, some by a client that
 hangs up while its write runs; writes by an outside ``qemu-io`` process,
@@ -106,6 +108,10 @@ class Image:
     #: The mirror job using the image, and as what ("source", "target").
     job: str | None = None
     role: str | None = None
+    #: The backing image of an overlay; a backing image is frozen (never
+    #: written, opened or mirrored over again: its overlays read it).
+    backing: Image | None = None
+    frozen: bool = False
 
     def __repr__(self) -> str:
         return f"<{self.fmt} image {self.index}>"
@@ -406,12 +412,62 @@ class DaemonMachine(RuleBasedStateMachine):
             image.content.write(offset, length, byte)
         self.open(image, rules, read_only)
 
-    @precondition(lambda self: any(not i.is_open for i in self.images))
+    def closed(self) -> list[Image]:
+        """Images the daemon does not have open (and that are no overlay's base)."""
+        return [i for i in self.images if not i.is_open and not i.frozen]
+
+    @precondition(lambda self: self.closed())
     @rule(data=st.data(), rules=blkdebug_rules, read_only=st.booleans())
     def reopen_image(self, data: st.DataObject, rules: list[dict[str, Any]] | None,
                      read_only: bool) -> None:  # fmt: skip
-        image = data.draw(st.sampled_from([i for i in self.images if not i.is_open]))
+        image = data.draw(st.sampled_from(self.closed()))
         self.open(image, rules, read_only)
+
+    @precondition(lambda self: self.closed() and len(self.data_images()) < MAX_DATA_IMAGES
+                  and len(self.images) < MAX_IMAGES)  # fmt: skip
+    @rule(data=st.data(), how=st.sampled_from(["outside", "blockdev-create"]),
+          cluster=st.sampled_from([4 * KiB, 64 * KiB]), rules=blkdebug_rules)  # fmt: skip
+    def add_overlay(self, data: st.DataObject, how: str, cluster: int,
+                    rules: list[dict[str, Any]] | None) -> None:  # fmt: skip
+        """A qcow2 overlay on a closed image, which becomes its frozen base:
+        the overlay reads the base where it holds nothing itself, and a
+        write of part of a cluster copies the rest up from the base."""
+        base = data.draw(st.sampled_from(self.closed()))
+        index = len(self.images)
+        overlay = Image(index, self.dir / f"i{index}.qcow2", "qcow2", base.content.copy(),
+                        backing=base)  # fmt: skip
+        self.images.append(overlay)
+        base.frozen = True
+        if how == "outside":
+            img_create(overlay.path, "qcow2", SIZE, f"cluster_size={cluster}",
+                       f"backing_file={base.path}", f"backing_fmt={base.fmt}")  # fmt: skip
+        else:
+            err = self.client.create(self.name("c"), {"driver": "file",
+                                     "filename": str(overlay.path), "size": 0})  # fmt: skip
+            assert err is None, err
+            self.client.ok("blockdev-add", driver="file", node_name=overlay.file,
+                           filename=str(overlay.path))  # fmt: skip
+            options = {"driver": "qcow2", "file": overlay.file, "size": SIZE,
+                       "cluster-size": cluster, "backing-file": str(base.path),
+                       "backing-fmt": base.fmt}  # fmt: skip
+            err = self.client.create(self.name("c"), options)
+            assert err is None, err
+            self.client.ok("blockdev-del", node_name=overlay.file)
+        self.open(overlay, rules, False)
+
+    @precondition(lambda self: any(i.backing is not None for i in self.closed()))
+    @rule(data=st.data())
+    def peek_without_backing(self, data: st.DataObject) -> None:
+        """An overlay opened read-only without its backing file: its zero
+        claims speak of its own clusters only, and must still be true."""
+        overlay = data.draw(st.sampled_from([i for i in self.closed() if i.backing is not None]))
+        node = f"peek{overlay.index}"
+        file = {"driver": "file", "filename": str(overlay.path)}
+        self.client.ok("blockdev-add", driver="qcow2", node_name=node, read_only=True,
+                       backing=None, file=file)  # fmt: skip
+        wrong = false_zero_claims(self.client, node)
+        self.client.ok("blockdev-del", node_name=node)
+        assert not wrong, wrong
 
     @precondition(lambda self: any(i.is_open and i.job is None and i.qdev is None
                                    for i in self.images))  # fmt: skip
@@ -470,12 +526,12 @@ class DaemonMachine(RuleBasedStateMachine):
             time.sleep(0.01)
         self.record_write(image, offset, length, byte, "wrote ")
 
-    @precondition(lambda self: self.images)
+    @precondition(lambda self: any(not i.frozen for i in self.images))
     @rule(data=st.data(), where=ranges, byte=st.sampled_from([0x44, 0x66]))
     def outside_write(self, data: st.DataObject, where: tuple[int, int], byte: int) -> None:
         """Another process writes the image: refused by the lock while the
         daemon uses it (with QEMU's default sharing), done otherwise."""
-        image = data.draw(st.sampled_from(self.images))
+        image = data.draw(st.sampled_from([i for i in self.images if not i.frozen]))
         offset, length = where
         result = outside_io(image.path, image.fmt, f"write -P {byte:#x} {offset} {length}")
         if lock_refused(result):
@@ -512,7 +568,7 @@ class DaemonMachine(RuleBasedStateMachine):
                      auto_finalize: bool, target_rules: list[dict[str, Any]] | None,
                      hang_up: bool) -> None:  # fmt: skip
         source = data.draw(st.sampled_from([i for i in self.writable() if i.job is None]))
-        old = [i for i in self.images if not i.is_open]
+        old = self.closed()
         if how == "old" and old:
             target = data.draw(st.sampled_from(old))
             target_is_zero = False  # it holds whatever it held
@@ -628,9 +684,9 @@ class DaemonMachine(RuleBasedStateMachine):
         assert err is None or "error" in end["data"], (err, end)
         outs = []
         for other, _, _ in writer:
-            reply = other._read()
+            reply = other.reply()
             other.close()
-            outs.append(str(reply.get("return", reply)).replace("\r\n", "\n"))
+            outs.append(str(reply).replace("\r\n", "\n"))
         self.ended(mirror, end, pivots=finish == "complete")
         # With a device, the guest's disk is the target after a pivot; a
         # write on the node (below the job's filter) stays on the source.
@@ -810,7 +866,7 @@ _PHASES = (
 )
 DaemonMachine.TestCase.settings = settings(
     phases=_PHASES,
-    max_examples=env_int("QMPD_PROPERTY_EXAMPLES", 6, 300),
+    max_examples=env_int("QMPD_PROPERTY_EXAMPLES", 5, 300),
     stateful_step_count=env_int("QMPD_PROPERTY_STEPS", 20, 40),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
