@@ -714,11 +714,17 @@ class MirrorCopy(BlockJob):
             for ext in status:
                 if self._in_sync_scope(ext):
                     self.dirty.mark(ext.start, ext.length)
-                elif self.opts.sync == "full":
-                    # Reads as zero, and so does the target there: not
-                    # written thanks to zero knowledge.  (With sync=top it
-                    # is left out by the sync mode instead.)
-                    self.stats.skipped += ext.length
+            if self.opts.sync == "full":
+                # What reads as zero, where the target does too, is not
+                # written thanks to zero knowledge.  (With sync=top it is
+                # left out by the sync mode instead.)  Only what no dirty
+                # chunk covers counts here: the copy of a dirty chunk
+                # counts the zero rest of it itself.
+                for ext in status:
+                    if not self._in_sync_scope(ext):
+                        self.stats.skipped += sum(
+                            n for _, n in self.dirty.unmarked(ext.start, ext.length)
+                        )
         except BlockIOError as err:
             raise JobFailed(err.desc) from None
 

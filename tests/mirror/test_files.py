@@ -12,6 +12,7 @@ the source is (or, for ``sync: none``, only where the guest wrote).
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from qmpd.app import App
 from qmpd.block.file import FileNode
 from qmpd.jobs.mirror import MirrorJob
 from tests.mirror.conftest import (
+    QEMU_IMG,
     MiB,
     data_ranges,
     make_image,
@@ -152,6 +154,45 @@ async def test_x_zero_stats(client: Transcript, tmp_path: Path) -> None:
     await client.until("JSC concluded")
     [job] = await client.cmd("query-jobs")
     assert job["x-zero-stats"]["copied"] == data
+
+
+def to_qcow2(raw: Path, out: Path) -> Path:
+    """``raw``'s content as a qcow2 image with 4 KiB clusters, by qemu-img."""
+    assert QEMU_IMG is not None
+    args = ["convert", "-O", "qcow2", "-o", "cluster_size=4096", str(raw), str(out)]
+    subprocess.run([QEMU_IMG, *args], check=True)
+    return out
+
+
+@needs_qemu_img
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+async def test_x_zero_stats_count_each_byte_once(
+    client: Transcript, tmp_path: Path, fmt: str
+) -> None:
+    # 4 KiB of data in each of two 64 KiB chunks: the zero rest of those
+    # chunks was counted as skipped when the job started and again when
+    # their copy skipped it, so skipped ran past the disk's length.
+    raw = make_image(tmp_path / "src.img", SIZE, [(MiB, 4096, 0x11), (5 * MiB + 8192, 4096, 0x22)])
+    src = raw
+    if fmt == "qcow2":
+        src = to_qcow2(raw, tmp_path / "src.qcow2")
+    dst = make_image(tmp_path / "dst.img", SIZE)
+    file = {"driver": "file", "filename": str(src)}
+    source = {"driver": fmt, "node-name": "src", "file": file}
+    assert await client.cmd("blockdev-add", **source) == {}
+    assert await client.cmd("blockdev-add", driver="file", node_name="dst",
+                            filename=str(dst)) == {}  # fmt: skip
+    assert await client.cmd(
+        "blockdev-mirror", device="src", target="dst", sync="full", job_id="m",
+        target_is_zero=True,
+    ) == {}  # fmt: skip
+    await client.until("BLOCK_JOB_READY")
+    [info] = await client.cmd("query-block-jobs")
+    stats = info["x-zero-stats"]
+    assert stats["copied"] + stats["zeroed"] + stats["skipped"] == SIZE, stats
+    assert await client.cmd("job-cancel", id="m") == {}
+    await client.until("JSC null")
+    assert qemu_img_compare(raw, dst) == "Images are identical."
 
 
 @needs_qemu_img
