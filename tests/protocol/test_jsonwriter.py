@@ -96,14 +96,18 @@ def test_pretty_matches_qemu() -> None:
     assert encode_message({"f": 0.5}, pretty=True) == b'{\r\n    "f": 0.5\r\n}\r\n'
 
 
+#: Surrogates and noncharacters (Cs, Cn) are written as their own escapes,
+#: which the reader refuses as QEMU's does (see jsonwriter's docstring):
+#: they have no round trip, in values or in keys.
+CHARS = st.characters(blacklist_categories=["Cs", "Cn"])
 VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(blacklist_categories=["Cs", "Cn"]), max_size=8),
+    | st.text(CHARS, max_size=8),
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(CHARS, max_size=4), inner, max_size=4)
     ),
     max_leaves=15,
 )
