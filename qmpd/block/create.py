@@ -63,14 +63,16 @@ import trio
 from ..errors import GenericError
 from ..jobs import Job, JobFailed, JobType
 from .file import (
-    F_OFD_GETLK,
     F_OFD_SETLK,
     LOCK_PERM_BASE,
     LOCK_SHARED_BASE,
     _flock,
+    held_elsewhere,
+    lock_bytes,
+    lock_conflict,
     ofd_locks_supported,
 )
-from .node import PERM_ALL, PERM_NAMES, Perm
+from .node import PERM_ALL, Perm
 from .zerofill import ZERO_FILLED
 
 log = logging.getLogger("qmpd.block.create")
@@ -173,32 +175,14 @@ def _lock(fd: int) -> None:
     """Take the create permissions' lock bytes, then check nobody conflicts."""
     if not ofd_locks_supported(fd):
         return
-    want = []
-    for bit in Perm:
-        index = bit.bit_length() - 1
-        if CREATE_PERM & bit:
-            want.append(LOCK_PERM_BASE + index)
-        if not CREATE_SHARED & bit:
-            want.append(LOCK_SHARED_BASE + index)
-    for byte in want:
+    for byte in sorted(lock_bytes(CREATE_PERM, CREATE_SHARED)):
         try:
             _flock(fd, F_OFD_SETLK, fcntl.F_RDLCK, byte)
         except OSError as exc:
             raise JobFailed(f"Failed to lock byte {byte}: {exc.strerror}") from None
-    # QEMU checks every permission first, then every unshared one.
-    for bit in Perm:
-        if CREATE_PERM & bit and _held_elsewhere(fd, LOCK_SHARED_BASE + bit.bit_length() - 1):
-            raise JobFailed(f'Failed to get "{PERM_NAMES[bit]}" lock')
-    for bit in Perm:
-        if not CREATE_SHARED & bit and _held_elsewhere(fd, LOCK_PERM_BASE + bit.bit_length() - 1):
-            raise JobFailed(f'Failed to get shared "{PERM_NAMES[bit]}" lock')
-
-
-def _held_elsewhere(fd: int, byte: int) -> bool:
-    try:
-        return _flock(fd, F_OFD_GETLK, fcntl.F_WRLCK, byte) != fcntl.F_UNLCK
-    except OSError:
-        return False
+    conflict = lock_conflict(fd, CREATE_PERM, CREATE_SHARED)
+    if conflict is not None:
+        raise JobFailed(conflict)
 
 
 def _set_nocow(fd: int) -> None:
@@ -293,7 +277,7 @@ def _keep_writers_out(fd: int) -> bool:
     except OSError:
         return False
     # Taken, then checked, as every party does: of two racing, one sees the other.
-    if _held_elsewhere(fd, LOCK_PERM_BASE + index):
+    if held_elsewhere(fd, LOCK_PERM_BASE + index):
         with contextlib.suppress(OSError):
             _flock(fd, F_OFD_SETLK, fcntl.F_UNLCK, LOCK_SHARED_BASE + index)
         return False

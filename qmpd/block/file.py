@@ -145,6 +145,41 @@ def ofd_locks_supported(fd: int) -> bool:
     return True
 
 
+def lock_bytes(perm: int, shared: int) -> set[int]:
+    """The bytes QEMU's file-posix read-locks for (``perm``, ``shared``): one
+    per permission held, one per permission not shared."""
+    want: set[int] = set()
+    for bit in Perm:
+        if perm & bit:
+            want.add(LOCK_PERM_BASE + bit.bit_length() - 1)
+        if not shared & bit:
+            want.add(LOCK_SHARED_BASE + bit.bit_length() - 1)
+    return want
+
+
+def held_elsewhere(fd: int, byte: int) -> bool:
+    """Whether another open file holds a lock on ``byte``: a write-lock
+    probe conflicts with any other open file's read lock, and our own OFD
+    locks never conflict with ourselves."""
+    try:
+        return _flock(fd, F_OFD_GETLK, fcntl.F_WRLCK, byte) != fcntl.F_UNLCK
+    except OSError:
+        return False
+
+
+def lock_conflict(fd: int, perm: int, shared: int) -> str | None:
+    """QEMU's raw_check_lock_bytes: another open file's lock that refuses
+    (``perm``, ``shared``), as QEMU's error text, or None.  Every
+    permission is checked first, then every unshared one."""
+    for bit in Perm:
+        if perm & bit and held_elsewhere(fd, LOCK_SHARED_BASE + bit.bit_length() - 1):
+            return f'Failed to get "{PERM_NAMES[bit]}" lock'
+    for bit in Perm:
+        if not shared & bit and held_elsewhere(fd, LOCK_PERM_BASE + bit.bit_length() - 1):
+            return f'Failed to get shared "{PERM_NAMES[bit]}" lock'
+    return None
+
+
 class FileNode(BlockNode):
     """A host regular file (QEMU's ``file`` protocol driver)."""
 
@@ -524,24 +559,14 @@ class FileNode(BlockNode):
         # unshared one.  Our own open file's locks never count.
         if not self.use_lock:
             return
-        for bit in Perm:
-            index = bit.bit_length() - 1
-            if perm & bit and self._held_elsewhere(LOCK_SHARED_BASE + index):
-                raise GenericError(f'Failed to get "{PERM_NAMES[bit]}" lock')
-        for bit in Perm:
-            index = bit.bit_length() - 1
-            if not shared & bit and self._held_elsewhere(LOCK_PERM_BASE + index):
-                raise GenericError(f'Failed to get shared "{PERM_NAMES[bit]}" lock')
+        conflict = lock_conflict(self.fd, perm, shared)
+        if conflict is not None:
+            raise GenericError(conflict)
 
     def _apply_perms(self, perm: int, shared: int) -> None:
         if not self.use_lock:
             return
-        want: set[int] = set()
-        for bit in Perm:
-            if perm & bit:
-                want.add(LOCK_PERM_BASE + bit.bit_length() - 1)
-            if not shared & bit:
-                want.add(LOCK_SHARED_BASE + bit.bit_length() - 1)
+        want = lock_bytes(perm, shared)
         try:
             for byte in sorted(want - self._locked):
                 _flock(self.fd, F_OFD_SETLK, fcntl.F_RDLCK, byte)
@@ -553,14 +578,6 @@ class FileNode(BlockNode):
             raise GenericError(f"Failed to lock byte {byte}: {exc.strerror}") from None
         # Another process may have taken a conflicting lock since the check.
         self._check_driver_perms(perm, shared)
-
-    def _held_elsewhere(self, byte: int) -> bool:
-        # A write-lock probe conflicts with any other open file's read lock;
-        # our own OFD locks never conflict with ourselves.
-        try:
-            return _flock(self.fd, F_OFD_GETLK, fcntl.F_WRLCK, byte) != fcntl.F_UNLCK
-        except OSError:
-            return False
 
     def locked_bytes(self) -> frozenset[int]:
         """The lock bytes this node holds now (for tests and debugging)."""
