@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from qmpd.block import BlockGraph, BlockIOError, CommonOptions, FileNode
+from qmpd.block import BlockGraph, BlockIOError, CommonOptions, FileNode, blockdev_add
 from qmpd.block.qcow2.format import parse_header
+from qmpd.errors import GenericError
 
 from ..qcow2.conftest import create_image, open_qcow2
 from .conftest import make_image
@@ -105,3 +106,29 @@ async def test_failed_fdatasync_keeps_the_qcow2_dirty_bit(
     assert _dirty(path)
     graph.close_all()
     assert _dirty(path)
+
+
+async def test_repair_at_open_fails_on_a_file_whose_sync_failed(
+    tmp_path: Path, fail_next_sync: Callable[[int], None]
+) -> None:
+    # The repair of a dirty image at a read-write open syncs without an
+    # event loop; it used os.fdatasync itself, so on a file node whose sync
+    # had failed it "succeeded" and cleared the dirty bit over writes that
+    # may be lost.
+    path = tmp_path / "a.qcow2"
+    await create_image(path, size=4 * MiB, lazy_refcounts=True)
+    image = bytearray(path.read_bytes())
+    image[72:80] = (1).to_bytes(8, "big")  # mark it dirty: incompatible bit 0
+    path.write_bytes(image)
+    graph = BlockGraph()
+    try:
+        file = blockdev_add(graph, {"driver": "file", "node-name": "f", "filename": str(path)})
+        assert isinstance(file, FileNode)
+        fail_next_sync(file.fd)
+        with pytest.raises(BlockIOError):
+            file.sync()
+        with pytest.raises(GenericError, match="Could not repair dirty image"):
+            blockdev_add(graph, {"driver": "qcow2", "node-name": "q", "file": "f"})
+    finally:
+        graph.close_all()
+    assert parse_header(path.read_bytes()[:4096]).dirty

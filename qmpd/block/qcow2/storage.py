@@ -193,15 +193,16 @@ def pwrite_now(node: BlockNode, offset: int, data: bytes) -> None:
 
 
 def sync_now(node: BlockNode) -> None:
-    """fdatasync the host file without an event loop (nothing with
-    cache.no-flush).  Raises GenericError."""
+    """Sync the host file without an event loop (nothing with
+    cache.no-flush), through FileNode.sync: after one failed sync none may
+    succeed.  Raises GenericError."""
     host, _ = _host_file(node)
     if host.options.cache_no_flush:
         return
     try:
-        os.fdatasync(host.fd)
-    except OSError as exc:
-        raise GenericError(exc.strerror or "I/O error") from None
+        host.sync()
+    except BlockIOError as exc:
+        raise GenericError(exc.desc) from None
 
 
 def pwrite_and_sync_now(node: BlockNode, offset: int, data: bytes, *, sync_first: bool) -> bool:
